@@ -1,0 +1,43 @@
+# The two commands that matter:  `make run`  and  `make test`.
+# Both install whatever is missing first (ffmpeg, the CPU build of torch, the package) into .venv.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+# The CPU-only wheel index: keeps pip from pulling several GB of CUDA packages.
+# GPU hosts: install their own CUDA build of torch $(TORCH_VERSION) into .venv first; it is kept.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: setup system-deps run test bench transcribe download-model clean
+
+setup: system-deps $(VENV)/.installed
+
+# ffmpeg decodes every audio/video format; espeak-ng synthesises speech for the tests.
+system-deps:
+	@if ! command -v ffmpeg >/dev/null || ! command -v espeak-ng >/dev/null; then \
+	  if command -v apt-get >/dev/null; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg espeak-ng >/dev/null; \
+	  elif command -v brew >/dev/null; then brew install ffmpeg espeak-ng; \
+	  else echo "Please install ffmpeg (and espeak-ng for the tests) with your package manager." >&2; exit 1; fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || \
+	  $(BIN)/pip install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+run: setup
+	$(BIN)/python -m bot run
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

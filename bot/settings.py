@@ -1,0 +1,171 @@
+"""All configuration in one place, read from the environment and an optional `.env` file.
+
+Every field here is mirrored in `.env.example` and in the README's configuration table
+(a test checks the three agree). A bad value stops the program at start with one line
+naming the setting, instead of failing later in the middle of a request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IdList = Annotated[frozenset[int], NoDecode]
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message is one line that names it."""
+
+
+class Settings(BaseSettings):
+    """The bot's settings. Environment variable names are the upper-case field names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- Telegram ---------------------------------------------------------------------
+    telegram_bot_token: SecretStr | None = Field(
+        default=None, description="Bot token from @BotFather (secret; never logged)."
+    )
+    telegram_api_base_url: str = Field(
+        default="https://api.telegram.org/bot",
+        description="Bot API base URL; point it at a self-hosted telegram-bot-api server to lift the 20 MB limit.",
+    )
+    telegram_file_base_url: str = Field(
+        default="https://api.telegram.org/file/bot",
+        description="Bot API file download base URL (self-hosted servers: their /file/bot URL).",
+    )
+    telegram_local_mode: bool = Field(
+        default=False,
+        description="Set when the self-hosted Bot API server runs with --local: file paths are read from its disk.",
+    )
+    webhook_url: str | None = Field(
+        default=None, description="Public HTTPS URL for webhook mode; empty means long polling."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret Telegram sends in X-Telegram-Bot-Api-Secret-Token; required with WEBHOOK_URL.",
+    )
+    webhook_listen: str = Field(default="0.0.0.0", description="Address the webhook server listens on.")
+    webhook_port: int = Field(default=8443, ge=1, le=65535, description="Port the webhook server listens on.")
+
+    # --- Speech recognition -----------------------------------------------------------
+    asr_model: str = Field(
+        default="facebook/wav2vec2-base-960h",
+        description="Hugging Face model id or local directory of a CTC checkpoint (wav2vec2, XLS-R, HuBERT, WavLM).",
+    )
+    asr_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where the model runs: auto (CUDA when available), cpu or cuda."
+    )
+    asr_workers: int = Field(default=1, ge=1, le=64, description="Model worker processes.")
+    asr_threads_per_worker: int = Field(
+        default=0, ge=0, le=256, description="torch threads per worker; 0 = CPU cores divided by workers."
+    )
+    asr_chunk_seconds: float = Field(
+        default=20.0, gt=0, le=600, description="Long audio is processed in chunks of this length."
+    )
+    asr_stride_seconds: float = Field(
+        default=2.5, ge=0, le=300, description="Context overlap on each side of a chunk; its logits are dropped."
+    )
+    asr_job_timeout_seconds: float = Field(
+        default=900.0, gt=0, description="A transcription running longer than this is killed and reported."
+    )
+    asr_queue_size: int = Field(default=200, ge=1, description="Most jobs waiting for a worker at once (all users).")
+    asr_compute_type: Literal["float32", "bfloat16", "float16", "int8"] = Field(
+        default="float32",
+        description="float32 is exact; bfloat16/float16/int8 are faster opt-in modes that may change words.",
+    )
+    asr_compile: bool = Field(default=False, description="Compile the model with torch.compile (slower start).")
+    asr_batch_size: int = Field(
+        default=1, ge=1, le=256, description="Chunks of one long file run together in a batch (useful on GPU)."
+    )
+    max_audio_seconds: float = Field(
+        default=1800.0, gt=0, description="Longer audio is refused (and decoding is cut off at this length)."
+    )
+    max_file_mb: float = Field(
+        default=20.0, gt=0, description="Larger files are refused before download (Bot API limit: 20 MB)."
+    )
+    ffmpeg_timeout_seconds: float = Field(default=120.0, gt=0, description="ffmpeg is killed after this long.")
+    ffmpeg_memory_mb: int = Field(default=1024, ge=64, description="Address-space limit of each ffmpeg process.")
+
+    # --- Bot behaviour ----------------------------------------------------------------
+    transcript_file_chars: int = Field(
+        default=12000, ge=100, description="Transcripts longer than this are sent as a .txt document."
+    )
+    progress_interval_seconds: float = Field(
+        default=4.0, ge=1, description="Least time between progress edits of a placeholder message."
+    )
+    user_max_concurrent_jobs: int = Field(default=3, ge=1, description="Jobs one user may have queued or running.")
+    user_jobs_per_minute: int = Field(default=20, ge=1, description="Files one user may send per minute.")
+
+    # --- Storage ----------------------------------------------------------------------
+    database_path: Path = Field(default=Path("data/voicebot.sqlite3"), description="SQLite database file.")
+
+    history_enabled: bool = Field(
+        default=True, description="Keep transcripts for /history and /search (users can still opt out)."
+    )
+    history_retention_days: int = Field(
+        default=0, ge=0, description="Delete transcripts older than this many days; 0 keeps them forever."
+    )
+
+    # --- Operations -------------------------------------------------------------------
+    metrics_host: str = Field(default="127.0.0.1", description="Address of the /healthz, /readyz, /metrics server.")
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the health and Prometheus metrics server; empty = off."
+    )
+
+    # --- Logging ----------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field(default="text", description="text, or json for one JSON object per line.")
+
+    # --- Access -----------------------------------------------------------------------
+    allowed_user_ids: IdList = Field(
+        default=frozenset(), description="Comma-separated user ids allowed to use the bot; empty = everyone."
+    )
+    allowed_chat_ids: IdList = Field(
+        default=frozenset(), description="Comma-separated group chat ids the bot serves; empty = every chat."
+    )
+    admin_user_ids: IdList = Field(
+        default=frozenset(), description="Comma-separated user ids allowed to use admin commands such as /stats."
+    )
+
+    @field_validator("allowed_user_ids", "allowed_chat_ids", "admin_user_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        """Accept `1,2,3` (the natural way to write a list in a .env file)."""
+        if isinstance(value, str):
+            return frozenset(int(part) for part in value.replace(" ", "").split(",") if part)
+        return value
+
+    @field_validator("telegram_bot_token", "webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("webhook_url", "metrics_port", mode="before")
+    @classmethod
+    def _empty_url_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def threads_per_worker(self) -> int:
+        """The torch thread count each worker should use."""
+        if self.asr_threads_per_worker:
+            return self.asr_threads_per_worker
+        return max(1, (os.cpu_count() or 1) // self.asr_workers)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning a validation failure into one line that names the setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+        value = error.get("input")
+        shown = "" if name in {"TELEGRAM_BOT_TOKEN", "WEBHOOK_SECRET"} else f" (got {value!r})"
+        raise SettingsError(f"Invalid setting {name}: {error['msg']}{shown}") from None
