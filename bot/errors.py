@@ -17,6 +17,17 @@ class VoiceBotError(Exception):
         if user_message is not None:
             self.user_message = user_message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle by state, so errors raised in a worker process arrive intact in the bot."""
+        return (_restore, (type(self), str(self), self.__dict__))
+
+
+def _restore(cls: type[VoiceBotError], detail: str, state: dict[str, object]) -> VoiceBotError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, detail)
+    error.__dict__.update(state)
+    return error
+
 
 class AudioDecodeError(VoiceBotError):
     """The file is corrupt, empty, not audio, or cannot be decoded safely."""

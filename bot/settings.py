@@ -80,6 +80,9 @@ class Settings(BaseSettings):
         default="float32",
         description="float32 is exact; bfloat16/float16/int8 are faster opt-in modes that may change words.",
     )
+    asr_attention: Literal["sdpa", "eager"] = Field(
+        default="sdpa", description="Attention kernel: sdpa (PyTorch fused attention) or eager (reference)."
+    )
     asr_compile: bool = Field(default=False, description="Compile the model with torch.compile (slower start).")
     asr_batch_size: int = Field(
         default=1, ge=1, le=256, description="Chunks of one long file run together in a batch (useful on GPU)."

@@ -1,0 +1,135 @@
+"""Command line: `python -m bot run | transcribe FILE... | download-model`.
+
+`transcribe` needs no Telegram token and no database: it decodes and transcribes in this
+process (no worker pool to start), which is the fastest way through one or a few files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.errors import VoiceBotError
+from bot.settings import Settings, SettingsError, load_settings
+
+EXIT_BAD_INPUT = 1
+EXIT_BAD_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="start the Telegram bot (long polling, or webhook when WEBHOOK_URL is set)")
+    transcribe = commands.add_parser("transcribe", help="print the transcript of audio or video files")
+    transcribe.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    output = transcribe.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per file (text, words, timing)")
+    output.add_argument("--words", action="store_true", help="one line per word: start end word")
+    output.add_argument("--srt", action="store_true", help="SubRip subtitles from the word times")
+    transcribe.add_argument("--raw", action="store_true", help="print the model's raw text (no sentence case)")
+    commands.add_parser("download-model", help="fetch ASR_MODEL into the Hugging Face cache for offline use")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if args.command == "run":
+        return _run(settings)
+    if args.command == "download-model":
+        return _download(settings)
+    return _transcribe(settings, args)
+
+
+def _run(settings: Settings) -> int:
+    if settings.telegram_bot_token is None:
+        print(
+            "TELEGRAM_BOT_TOKEN is not set: put the token from @BotFather in .env (see .env.example).",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_CONFIG
+    from bot.app import run_bot
+
+    try:
+        run_bot(settings)
+    except VoiceBotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return 0
+
+
+def _download(settings: Settings) -> int:
+    from bot.asr.loading import download_model, load_ctc_model
+
+    try:
+        path = download_model(settings.asr_model)
+        load_ctc_model(str(path), attention=settings.asr_attention)
+    except Exception as exc:  # noqa: BLE001 - one line for any download failure
+        print(f"error: could not download ASR_MODEL={settings.asr_model!r}: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    print(path)
+    return 0
+
+
+def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.asr.engine import SpeechRecognizer
+    from bot.asr.loading import load_ctc_model
+    from bot.audio import check_ffmpeg, decode_audio
+    from bot.formats import to_srt
+
+    try:
+        check_ffmpeg()
+        import torch
+
+        torch.set_num_threads(settings.asr_threads_per_worker or torch.get_num_threads())
+        recognizer = SpeechRecognizer(
+            load_ctc_model(settings.asr_model, attention=settings.asr_attention),
+            device=settings.asr_device,
+            compute_type=settings.asr_compute_type,
+            batch_size=settings.asr_batch_size,
+            compile=settings.asr_compile,
+        )
+    except VoiceBotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
+    status = 0
+    for path in args.files:
+        try:
+            started = time.perf_counter()
+            audio = decode_audio(
+                path,
+                max_seconds=settings.max_audio_seconds,
+                timeout=settings.ffmpeg_timeout_seconds,
+                memory_mb=settings.ffmpeg_memory_mb,
+            )
+            decoded = time.perf_counter() - started
+            result = recognizer.transcribe(
+                audio, chunk_seconds=settings.asr_chunk_seconds, stride_seconds=settings.asr_stride_seconds
+            )
+            result = dataclasses.replace(result, decode_seconds=decoded)
+        except VoiceBotError as exc:
+            print(f"error: {path}: {exc.user_message}", file=sys.stderr)
+            status = EXIT_BAD_INPUT
+            continue
+        if len(args.files) > 1 and not args.json:
+            print(f"==> {path} <==")
+        if args.json:
+            print(json.dumps({"file": str(path), **result.to_dict()}))
+        elif args.words:
+            for word in result.words:
+                print(f"{word.start:.2f}\t{word.end:.2f}\t{word.word}")
+        elif args.srt:
+            print(to_srt(result.words))
+        else:
+            print(result.raw_text if args.raw else result.text)
+    return status
