@@ -400,7 +400,7 @@ class ProcessPoolTranscriber:
     ) -> _JobHandle:
         """Queue a job; raises `ExecutorOverloadedError` when the queue is full."""
         if self._loop is None or self._closing:
-            raise VoiceBotError("the transcriber is not running")
+            raise JobCancelledError("the transcriber is not running")
         if self._broken is not None:
             raise self._broken
         if len(self._queue) >= self.queue_size:

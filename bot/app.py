@@ -1,0 +1,164 @@
+"""The composition root: builds the Application and owns the shared resources' lifetime.
+
+Storage, the transcriber (worker pool) and the health server are created in `post_init`
+and closed in `post_shutdown`, as in python-telegram-bot's examples. On SIGTERM PTB
+stops polling first; then running jobs get a short grace period, and whatever is still
+unfinished stays in the database and is resumed by the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import urlparse
+
+from telegram import Update
+from telegram.error import TelegramError
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
+
+from bot import handlers, metrics
+from bot.audio import check_ffmpeg
+from bot.context import BotData, Context
+from bot.executor import EngineConfig, ProcessPoolTranscriber
+from bot.health import HealthServer
+from bot.logs import setup_logging
+from bot.pipeline import TranscriptionPipeline
+from bot.settings import Settings
+from bot.storage import Storage
+
+log = logging.getLogger(__name__)
+
+#: Seconds running jobs may finish in after SIGTERM before they are left for the next start.
+SHUTDOWN_GRACE_SECONDS = 5.0
+#: Telegram counts as reachable when a call succeeded this recently.
+TELEGRAM_FRESH_SECONDS = 180.0
+GAUGE_INTERVAL_SECONDS = 5.0
+PING_INTERVAL_SECONDS = 60.0
+PURGE_INTERVAL_SECONDS = 3600.0
+
+
+def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
+    """Wire settings, handlers and lifecycle hooks into a PTB Application."""
+    assert settings.telegram_bot_token is not None
+    health: list[HealthServer] = []
+
+    async def post_init(application: Application) -> None:  # type: ignore[type-arg]
+        data: BotData = application.bot_data
+        data.settings = settings
+        data.storage = await Storage.open(settings.database_path)
+        data.transcriber = ProcessPoolTranscriber(
+            EngineConfig.from_settings(settings),
+            workers=settings.asr_workers,
+            queue_size=settings.asr_queue_size,
+            job_timeout=settings.asr_job_timeout_seconds,
+            on_worker_restart=metrics.WORKER_RESTARTS.inc,
+        )
+        await data.transcriber.start()
+        data.pipeline = TranscriptionPipeline(
+            bot=application.bot, settings=settings, storage=data.storage, transcriber=data.transcriber
+        )
+        await application.bot.set_my_commands(handlers.COMMANDS)
+        data.telegram_ok_at = time.monotonic()
+        unfinished = await data.storage.unfinished_jobs()
+        if unfinished:
+            log.info("resuming %d unfinished jobs", len(unfinished))
+        data.pipeline.resume(unfinished)
+        queue = application.job_queue
+        assert queue is not None
+        queue.run_repeating(_update_gauges, GAUGE_INTERVAL_SECONDS, first=0)
+        queue.run_repeating(_ping_telegram, PING_INTERVAL_SECONDS, first=PING_INTERVAL_SECONDS)
+        if settings.history_retention_days:
+            queue.run_repeating(_purge_old, PURGE_INTERVAL_SECONDS, first=10)
+        if settings.metrics_port is not None:
+            server = HealthServer(settings.metrics_host, settings.metrics_port, readiness=lambda: _readiness(data))
+            await server.start()
+            health.append(server)
+        log.info("ready: %d workers, model %s", data.transcriber.ready_workers, settings.asr_model)
+
+    async def post_shutdown(application: Application) -> None:  # type: ignore[type-arg]
+        data: BotData = application.bot_data
+        if hasattr(data, "pipeline"):
+            data.pipeline.stop_accepting()
+        if hasattr(data, "transcriber"):
+            await data.transcriber.shutdown(grace=SHUTDOWN_GRACE_SECONDS)
+        if hasattr(data, "pipeline"):
+            await data.pipeline.drain()
+        if hasattr(data, "storage"):
+            await data.storage.close()
+        for server in health:
+            await server.stop()
+        log.info("stopped")
+
+    application = (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token.get_secret_value())
+        .base_url(settings.telegram_api_base_url)
+        .base_file_url(settings.telegram_file_base_url)
+        .local_mode(settings.telegram_local_mode)
+        .context_types(ContextTypes(bot_data=BotData))
+        .concurrent_updates(64)
+        .rate_limiter(AIORateLimiter(max_retries=3))
+        .connect_timeout(10)
+        .read_timeout(30)
+        .write_timeout(60)
+        .media_write_timeout(120)
+        .get_updates_read_timeout(40)
+        .post_init(post_init)
+        .post_shutdown(post_shutdown)
+        .build()
+    )
+    handlers.register(application)
+    return application
+
+
+def run_bot(settings: Settings) -> None:
+    """`python -m bot run`: long polling, or a webhook server when WEBHOOK_URL is set."""
+    secrets = [settings.telegram_bot_token.get_secret_value()] if settings.telegram_bot_token else []
+    setup_logging(level=settings.log_level, fmt=settings.log_format, secrets=secrets)
+    check_ffmpeg()
+    application = build_application(settings)
+    if settings.webhook_url:
+        if settings.webhook_secret is None:
+            raise SystemExit("Invalid setting WEBHOOK_SECRET: required when WEBHOOK_URL is set")
+        application.run_webhook(
+            listen=settings.webhook_listen,
+            port=settings.webhook_port,
+            url_path=urlparse(settings.webhook_url).path.lstrip("/"),
+            webhook_url=settings.webhook_url,
+            secret_token=settings.webhook_secret.get_secret_value(),
+            allowed_updates=Update.ALL_TYPES,
+        )
+    else:
+        application.run_polling(allowed_updates=Update.ALL_TYPES)
+
+
+async def _readiness(data: BotData) -> dict[str, bool]:
+    try:
+        await data.storage.ping()
+        database = True
+    except Exception:  # noqa: BLE001 - any failure means not writable
+        database = False
+    return {
+        "workers": data.transcriber.ready_workers > 0,
+        "database": database,
+        "telegram": time.monotonic() - data.telegram_ok_at < TELEGRAM_FRESH_SECONDS,
+    }
+
+
+async def _update_gauges(context: Context) -> None:
+    metrics.QUEUE_DEPTH.set(context.bot_data.transcriber.queue_depth)
+    metrics.WORKERS_READY.set(context.bot_data.transcriber.ready_workers)
+
+
+async def _ping_telegram(context: Context) -> None:
+    try:
+        await context.bot.get_me()
+        context.bot_data.telegram_ok_at = time.monotonic()
+    except TelegramError as exc:
+        log.warning("Telegram unreachable: %s", exc)
+
+
+async def _purge_old(context: Context) -> None:
+    removed = await context.bot_data.storage.purge_older_than(context.bot_data.settings.history_retention_days)
+    if removed:
+        log.info("retention: deleted %d transcripts older than %d days", removed, context.bot_data.settings.history_retention_days)

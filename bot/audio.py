@@ -1,0 +1,361 @@
+"""Turn an uploaded file into 16 kHz mono float32 samples, safely.
+
+Everything a chat user sends is hostile until proven otherwise, and ffmpeg is a very
+large attack surface: it can follow playlists to URLs and local files, and a few KB of
+FLAC can expand to gigabytes of PCM. So ffmpeg and ffprobe are never run the way
+`pydub.AudioSegment.from_file` runs them (no timeout, no limits, every demuxer enabled).
+Instead every run here:
+
+* reads only the given file (`-protocol_whitelist file`) through a fixed list of
+  ordinary audio/video demuxers (`-format_whitelist`), so HLS, DASH, ffconcat, image
+  sequences and other formats that open *other* files or URLs are refused at once;
+* never reads stdin and writes nothing but a pipe (RLIMIT_FSIZE 0);
+* runs in its own process group under address-space, CPU-time and wall-clock limits,
+  and is killed (with anything it spawned) when it overruns;
+* has its output cut off just past `max_seconds`, and its byte count checked, so a
+  header that lies or a decompression bomb cannot fill memory.
+
+ffmpeg does the resampling and downmix itself (`-ar 16000 -ac 1`) and writes raw
+float32 to a pipe that is read straight into the returned array: no second resampling
+pass and no intermediate WAV. Its stderr never reaches users; a short tail is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from bot.errors import AudioDecodeError, AudioTooLongError, FFmpegMissingError
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+
+_SAMPLE_DTYPE = np.dtype("<f4")  # what `-f f32le` writes
+_DEFAULT_MEMORY_MB = 1024
+_INSTALL_HINT = "install ffmpeg (e.g. `apt-get install ffmpeg` or `brew install ffmpeg`), which provides ffprobe too"
+
+# Containers people actually send: voice notes (ogg), music and recorder apps
+# (mp3, m4a, aac, wav, flac, ...), video notes and videos (mov/mp4, matroska/webm, ...),
+# plus raw codec streams ffmpeg recognises by content. Deliberately absent: every
+# demuxer that opens further files or URLs named inside the input (hls, dash, concat,
+# image2, webm_dash_manifest, ...) and device/text/metadata demuxers.
+# ffmpeg matches each entry against every alias of a demuxer ("mov" covers mp4/m4a/3gp).
+_ALLOWED_DEMUXERS = (
+    "aac", "ac3", "aiff", "amr", "amrnb", "amrwb", "ape", "asf", "au", "avi", "caf",
+    "dts", "eac3", "flac", "flv", "loas", "matroska", "mov", "mp3", "mpc", "mpc8",
+    "mpeg", "mpegts", "ogg", "tta", "voc", "w64", "wav", "wv",
+)  # fmt: skip
+# Input options shared by ffprobe and ffmpeg: only the file itself, only those demuxers.
+_INPUT_HARDENING = (
+    "-protocol_whitelist", "file",
+    "-format_whitelist", ",".join(_ALLOWED_DEMUXERS),
+)  # fmt: skip
+
+# ffprobe prints a few hundred bytes of JSON; a file crafted with thousands of streams
+# must not make the probe itself a memory problem.
+_PROBE_OUTPUT_LIMIT = 1 << 20
+_READ_CHUNK = 1 << 16
+_STDERR_TAIL_BYTES = 2048
+# ffmpeg is asked for this much more than `max_seconds`, so audio exactly at the limit
+# can be told apart from audio that goes past it.
+_CAP_SLACK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a cheap probe of the container tells us, before any decoding."""
+
+    duration: float  # seconds; 0.0 when the container does not say
+    has_audio: bool
+    format_name: str
+
+
+@dataclass(frozen=True)
+class _RunResult:
+    returncode: int
+    stdout: bytearray
+    stderr_tail: str
+    overflowed: bool  # stdout went past its limit and the process was killed
+
+
+class _Timeout(Exception):
+    """The wall-clock deadline passed (internal; becomes AudioDecodeError)."""
+
+
+def check_ffmpeg() -> None:
+    """Raise FFmpegMissingError with a one-line install hint if ffmpeg or ffprobe is not on PATH.
+
+    Called once at start-up, so a missing install is a clear configuration error
+    rather than every voice note failing with "couldn't read any audio".
+    """
+    _binary("ffmpeg")
+    _binary("ffprobe")
+
+
+def probe(path: Path, *, timeout: float = 30.0) -> AudioInfo:
+    """Cheap ffprobe of container/stream metadata, no full decode.
+
+    Lets the caller refuse over-long recordings before spending CPU on them.
+    Raises AudioDecodeError if the file is not a media file or has no audio stream.
+    """
+    return _probe(path, deadline=time.monotonic() + timeout, memory_mb=_DEFAULT_MEMORY_MB)
+
+
+def decode_audio(
+    path: Path, *, max_seconds: float, timeout: float = 120.0, memory_mb: int = 1024
+) -> np.ndarray:
+    """Decode `path` to 16 kHz mono float32 (1-D, C-contiguous, finite, within [-1, 1]).
+
+    Probes first and raises AudioTooLongError without decoding when the container says
+    the audio is longer than `max_seconds`. Because containers can lie (or not say),
+    decoding is also cut off just past `max_seconds` of output, and reaching the cap
+    raises AudioTooLongError too. `timeout` bounds probe and decode together;
+    `memory_mb` is each ffmpeg process's address-space limit.
+    Silence is valid and comes back as zeros; a file with no decodable samples raises
+    AudioDecodeError. A truncated file returns whatever part of it decodes.
+    """
+    deadline = time.monotonic() + timeout
+    info = _probe(path, deadline=deadline, memory_mb=memory_mb)
+    if info.duration > max_seconds:
+        raise AudioTooLongError(info.duration, max_seconds)
+    max_bytes = int(max_seconds * SAMPLE_RATE) * _SAMPLE_DTYPE.itemsize
+    result = _run(
+        _decode_argv(path, max_seconds),
+        deadline=deadline,
+        memory_mb=memory_mb,
+        stdout_limit=max_bytes,
+    )
+    if result.overflowed:
+        decoded = len(result.stdout) / _SAMPLE_DTYPE.itemsize / SAMPLE_RATE
+        raise AudioTooLongError(max(info.duration, decoded), max_seconds)
+    _require_success(result, path, "ffmpeg")
+    return _to_samples(result.stdout, path)
+
+
+def _probe(path: Path, *, deadline: float, memory_mb: int) -> AudioInfo:
+    argv = [
+        _binary("ffprobe"),
+        "-hide_banner",
+        "-loglevel", "error",
+        *_INPUT_HARDENING,
+        "-show_entries", "format=format_name,duration:stream=codec_type,duration",
+        "-of", "json",
+        _input_url(path),
+    ]  # fmt: skip
+    result = _run(argv, deadline=deadline, memory_mb=memory_mb, stdout_limit=_PROBE_OUTPUT_LIMIT)
+    if result.overflowed:
+        logger.warning("ffprobe output for %s exceeded %d bytes", path, _PROBE_OUTPUT_LIMIT)
+        raise AudioDecodeError("ffprobe output too large")
+    _require_success(result, path, "ffprobe")
+    return _parse_probe(result.stdout, path)
+
+
+def _parse_probe(raw: bytes | bytearray, path: Path) -> AudioInfo:
+    """Turn ffprobe's JSON into AudioInfo; a file without an audio stream is an error."""
+    try:
+        report: dict[str, Any] = json.loads(raw)
+    except ValueError as exc:
+        raise AudioDecodeError(f"unreadable ffprobe output for {path.name}") from exc
+    fmt = report.get("format") or {}
+    audio = [s for s in report.get("streams") or [] if s.get("codec_type") == "audio"]
+    if not audio:
+        raise AudioDecodeError(
+            f"no audio stream in {path.name}",
+            user_message="This file has no audio track, so there is nothing to transcribe.",
+        )
+    duration = _seconds(fmt.get("duration")) or max(_seconds(s.get("duration")) for s in audio)
+    return AudioInfo(duration=duration, has_audio=True, format_name=str(fmt.get("format_name", "")))
+
+
+def _seconds(value: object) -> float:
+    """ffprobe durations are strings, "N/A" or absent; anything unusable means unknown (0.0)."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+
+
+def _decode_argv(path: Path, max_seconds: float) -> list[str]:
+    return [
+        _binary("ffmpeg"),
+        "-nostdin",
+        "-hide_banner",
+        "-nostats",
+        "-loglevel", "error",
+        # Audio decoders gain nothing from threads, and each thread's stack and malloc
+        # arena eats into the address-space limit.
+        "-threads", "1",
+        *_INPUT_HARDENING,
+        "-i", _input_url(path),
+        "-map", "0:a:0",  # the first audio stream: a video's sound track, never a cover image
+        "-vn", "-sn", "-dn",
+        "-ac", "1",
+        "-ar", str(SAMPLE_RATE),
+        # ffmpeg's float downmix adds channels up (7.1 carrying one signal peaks at 4.4x
+        # it); a normalised matrix keeps the mono mix in range instead of clipping it.
+        "-rematrix_maxval", "1.0",
+        "-t", f"{max_seconds + _CAP_SLACK_SECONDS:.3f}",
+        "-f", "f32le",
+        "pipe:1",
+    ]  # fmt: skip
+
+
+def _input_url(path: Path) -> str:
+    """An explicit `file:` URL: a name like `http:x.ogg` or `-i` can never be read as something else."""
+    return "file:" + os.fspath(Path(path).absolute())
+
+
+def _binary(name: str) -> str:
+    """Absolute path of `name` on PATH, resolved per call so an uninstall is noticed.
+
+    `shutil.which` rather than `pydub.utils.which`: pydub searches the current
+    directory before PATH, which would run a planted `./ffmpeg`.
+    """
+    found = shutil.which(name)
+    if found is None:
+        raise FFmpegMissingError(f"{name} not found on PATH: {_INSTALL_HINT}")
+    return found
+
+
+def _run(argv: Sequence[str], *, deadline: float, memory_mb: int, stdout_limit: int) -> _RunResult:
+    """Run a hardened ffmpeg/ffprobe, collecting at most `stdout_limit` (+1) bytes of stdout."""
+    timeout = deadline - time.monotonic()
+    if timeout <= 0:
+        raise _timeout_error(argv, "")
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            close_fds=True,
+            start_new_session=True,  # its own process group, so a kill takes its children too
+            preexec_fn=partial(_limit_resources, cpu_seconds=timeout, memory_mb=memory_mb),
+        )
+    except (FileNotFoundError, PermissionError) as exc:
+        raise FFmpegMissingError(f"cannot run {argv[0]}: {exc}; {_INSTALL_HINT}") from exc
+    with proc:
+        try:
+            return _collect(proc, deadline=deadline, stdout_limit=stdout_limit)
+        except _Timeout as exc:
+            raise _timeout_error(argv, str(exc)) from None
+        finally:
+            _kill_group(proc)
+
+
+def _limit_resources(*, cpu_seconds: float, memory_mb: int) -> None:
+    """Runs in the child before exec: cap memory, CPU time, file writes and core dumps."""
+    cpu = math.ceil(cpu_seconds) + 1  # SIGXCPU just after the wall-clock budget, SIGKILL a second later
+    _set_limit(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
+    _set_limit(resource.RLIMIT_CPU, cpu, hard=cpu + 1)
+    _set_limit(resource.RLIMIT_FSIZE, 0)  # ffmpeg only writes to pipes
+    _set_limit(resource.RLIMIT_CORE, 0)  # a core dump would hold the user's audio
+
+
+def _set_limit(kind: int, soft: int, *, hard: int | None = None) -> None:
+    """Lower a limit, never raising it above the hard limit we were started with."""
+    hard = soft if hard is None else hard
+    _, ceiling = resource.getrlimit(kind)
+    if ceiling != resource.RLIM_INFINITY:
+        soft, hard = min(soft, ceiling), min(hard, ceiling)
+    resource.setrlimit(kind, (soft, hard))
+
+
+def _collect(proc: subprocess.Popen[bytes], *, deadline: float, stdout_limit: int) -> _RunResult:
+    """Drain stdout and stderr together (so neither pipe can fill and stall ffmpeg) until EOF."""
+    assert proc.stdout is not None and proc.stderr is not None
+    out = bytearray()
+    tail = bytearray()
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        selector.register(proc.stderr, selectors.EVENT_READ)
+        while selector.get_map():
+            for key, _ in selector.select(_remaining(deadline, tail)):
+                stream: IO[bytes] = key.fileobj  # type: ignore[assignment]
+                want = stdout_limit + 1 - len(out) if stream is proc.stdout else _READ_CHUNK
+                chunk = os.read(key.fd, min(want, _READ_CHUNK))
+                if not chunk:
+                    selector.unregister(stream)
+                elif stream is proc.stdout:
+                    out += chunk
+                    if len(out) > stdout_limit:
+                        return _RunResult(-signal.SIGKILL, out, _text(tail), overflowed=True)
+                else:
+                    tail = (tail + chunk)[-_STDERR_TAIL_BYTES:]
+    try:
+        returncode = proc.wait(_remaining(deadline, tail))
+    except subprocess.TimeoutExpired:
+        raise _Timeout(_text(tail)) from None
+    return _RunResult(returncode, out, _text(tail), overflowed=False)
+
+
+def _remaining(deadline: float, tail: bytearray) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _Timeout(_text(tail))
+    return remaining
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group unless the leader already exited and was reaped.
+
+    While the leader is unreaped its pid (= the group id) cannot be reused, so this
+    never hits an unrelated group.
+    """
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def _text(raw: bytes | bytearray) -> str:
+    return raw.decode("utf-8", errors="replace").strip()
+
+
+def _timeout_error(argv: Sequence[str], stderr_tail: str) -> AudioDecodeError:
+    logger.warning("%s timed out; stderr tail: %s", Path(argv[0]).name, stderr_tail or "(empty)")
+    return AudioDecodeError(
+        f"{Path(argv[0]).name} took too long",
+        user_message="Reading this file took too long, so I stopped. Please try a shorter or simpler recording.",
+    )
+
+
+def _require_success(result: _RunResult, path: Path, tool: str) -> None:
+    """Non-zero exit (bad data, killed by a limit, refused demuxer) means unreadable; log why."""
+    if result.returncode != 0:
+        logger.info("%s failed on %s (exit %d): %s", tool, path, result.returncode, result.stderr_tail)
+        raise AudioDecodeError(f"{tool} exit status {result.returncode} on {path.name}")
+
+
+def _to_samples(raw: bytearray, path: Path) -> np.ndarray:
+    """View ffmpeg's bytes as float32 without copying, then scrub NaN/inf/out-of-range in place.
+
+    A float WAV can carry NaN or huge values straight through ffmpeg; one of them would
+    poison the model's normalisation of the whole recording.
+    """
+    count = len(raw) // _SAMPLE_DTYPE.itemsize
+    if count == 0:
+        raise AudioDecodeError(f"no audio samples decoded from {path.name}")
+    samples = np.frombuffer(raw, dtype=_SAMPLE_DTYPE, count=count).astype(np.float32, copy=False)
+    np.nan_to_num(samples, copy=False, nan=0.0)
+    np.clip(samples, -1.0, 1.0, out=samples)
+    return samples

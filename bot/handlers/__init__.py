@@ -1,0 +1,46 @@
+"""Every handler of the bot, registered in one place."""
+
+from __future__ import annotations
+
+from telegram import BotCommand, Update
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, TypeHandler, filters
+
+from bot.handlers import access, buttons, commands, history, media
+from bot.handlers.errors import on_error
+
+#: Shown by Telegram's command menu (registered with set_my_commands at start-up).
+COMMANDS = [
+    BotCommand("help", "What I do and what I store"),
+    BotCommand("history", "Your transcripts, newest first"),
+    BotCommand("search", "Search your transcripts"),
+    BotCommand("export", "All your transcripts as files"),
+    BotCommand("transcribe", "Reply to a message to transcribe it"),
+    BotCommand("auto", "Group: automatic transcription on/off"),
+    BotCommand("privacy", "Store my transcripts: on/off"),
+    BotCommand("forget", "Delete everything stored about you"),
+]
+
+MEDIA = (
+    filters.VOICE
+    | filters.AUDIO
+    | filters.VIDEO_NOTE
+    | filters.VIDEO
+    | filters.Document.AUDIO
+    | filters.Document.VIDEO
+)
+
+
+def register(application: Application) -> None:  # type: ignore[type-arg]
+    """Access check first (group -1), then commands, files, buttons, and the error handler."""
+    application.add_handler(TypeHandler(Update, access.check_access), group=-1)
+    application.add_handler(CommandHandler(["start", "help"], commands.on_help))
+    application.add_handler(CommandHandler("auto", commands.on_auto))
+    application.add_handler(CommandHandler("transcribe", media.on_transcribe))
+    history.register(application)
+    application.add_handler(MessageHandler(MEDIA & ~filters.UpdateType.EDITED, media.on_media))
+    application.add_handler(CallbackQueryHandler(buttons.on_cancel, pattern=buttons.CANCEL))
+    application.add_handler(CallbackQueryHandler(buttons.on_format, pattern=buttons.FORMAT))
+    application.add_handler(
+        MessageHandler(filters.ChatType.PRIVATE & ~filters.COMMAND & ~filters.UpdateType.EDITED & ~MEDIA, media.on_other)
+    )
+    application.add_error_handler(on_error)

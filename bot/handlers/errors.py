@@ -1,0 +1,27 @@
+"""The global error handler: log first, with the traceback, then answer briefly."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+from telegram.constants import ChatType
+from telegram.error import TelegramError
+
+from bot.context import Context
+from bot.errors import VoiceBotError
+
+log = logging.getLogger(__name__)
+
+
+async def on_error(update: object, context: Context) -> None:
+    log.error("error while handling an update", exc_info=context.error)
+    if not isinstance(update, Update) or update.effective_message is None:
+        return
+    if update.effective_chat is not None and update.effective_chat.type != ChatType.PRIVATE:
+        return  # in groups, stay quiet rather than add noise
+    text = context.error.user_message if isinstance(context.error, VoiceBotError) else VoiceBotError.user_message
+    try:
+        await update.effective_message.reply_text(text)
+    except TelegramError as exc:
+        log.warning("could not report the error to the user: %s", exc)

@@ -1,0 +1,154 @@
+"""The database schema, as an ordered list of migrations.
+
+`PRAGMA user_version` records how many migrations a database file has had. At start-up
+`Storage.open` applies the missing ones, in order, in one transaction, so a file is
+always at exactly one known version. Released migrations are never edited: a change
+to the schema is a new entry at the end of `MIGRATIONS`, which is what lets an old
+database be upgraded in place and a test rebuild "the previous version" faithfully.
+
+Times are UTC unix seconds stored as REAL everywhere (cheap to compare and index,
+no time-zone parsing). Booleans are INTEGER 0/1 with a CHECK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: the version it brings the database to, and its statements.
+
+    Statements are kept separate (not one script) so they run through the normal
+    `execute` path inside the caller's transaction; `executescript` would commit it.
+    """
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_V1_BASE_TABLES = Migration(
+    version=1,
+    name="base tables",
+    statements=(
+        """
+        CREATE TABLE users (
+            id            INTEGER PRIMARY KEY,
+            username      TEXT,
+            first_name    TEXT,
+            store_history INTEGER NOT NULL DEFAULT 1 CHECK (store_history IN (0, 1)),
+            created_at    REAL NOT NULL
+        )
+        """,
+        # `type` stays NULL when a setting is saved before the chat's type is known.
+        """
+        CREATE TABLE chats (
+            id              INTEGER PRIMARY KEY,
+            type            TEXT,
+            title           TEXT,
+            auto_transcribe INTEGER NOT NULL DEFAULT 1 CHECK (auto_transcribe IN (0, 1))
+        )
+        """,
+        # AUTOINCREMENT: ids end up in Telegram buttons, so a deleted id is never
+        # reused; an old button must not open a different transcript.
+        """
+        CREATE TABLE transcripts (
+            id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id            INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            chat_id            INTEGER NOT NULL,
+            message_id         INTEGER NOT NULL,
+            forward_origin     TEXT,
+            file_unique_id     TEXT NOT NULL,
+            duration           REAL NOT NULL,
+            text               TEXT NOT NULL,
+            raw_text           TEXT NOT NULL,
+            words              TEXT NOT NULL DEFAULT '[]',
+            model              TEXT NOT NULL,
+            options            TEXT NOT NULL DEFAULT '{}',
+            processing_seconds REAL NOT NULL,
+            created_at         REAL NOT NULL
+        )
+        """,
+        # /history: newest first for one user, optionally within one chat. `id DESC`
+        # is spelled out so the index order matches `ORDER BY created_at DESC, id DESC`
+        # exactly and the page is read straight off the index, no sort.
+        "CREATE INDEX transcripts_user_time ON transcripts (user_id, created_at DESC, id DESC)",
+        "CREATE INDEX transcripts_user_chat_time ON transcripts (user_id, chat_id, created_at DESC, id DESC)",
+        # Re-forwarded notes are answered from the newest transcript of the same content.
+        "CREATE INDEX transcripts_file ON transcripts (file_unique_id, created_at DESC)",
+        # Retention purge and the 24-hour figures in stats.
+        "CREATE INDEX transcripts_time ON transcripts (created_at)",
+        """
+        CREATE TABLE jobs (
+            id                     INTEGER PRIMARY KEY AUTOINCREMENT,
+            chat_id                INTEGER NOT NULL,
+            message_id             INTEGER NOT NULL,
+            user_id                INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            chat_type              TEXT NOT NULL,
+            file_id                TEXT NOT NULL,
+            file_unique_id         TEXT NOT NULL,
+            file_size              INTEGER,
+            duration               REAL,
+            media_kind             TEXT NOT NULL,
+            mime_type              TEXT,
+            forward_origin         TEXT,
+            placeholder_message_id INTEGER,
+            status                 TEXT NOT NULL DEFAULT 'queued'
+                CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+            attempts               INTEGER NOT NULL DEFAULT 0,
+            error                  TEXT,
+            transcript_id          INTEGER REFERENCES transcripts (id) ON DELETE SET NULL,
+            created_at             REAL NOT NULL,
+            updated_at             REAL NOT NULL,
+            UNIQUE (chat_id, message_id)
+        )
+        """,
+        "CREATE INDEX jobs_status ON jobs (status, created_at, id)",
+        # Foreign-key children are indexed, or every user/transcript delete scans jobs.
+        "CREATE INDEX jobs_user ON jobs (user_id)",
+        "CREATE INDEX jobs_transcript ON jobs (transcript_id)",
+    ),
+)
+
+_V2_FULL_TEXT_SEARCH = Migration(
+    version=2,
+    name="full-text search",
+    statements=(
+        # External content: the index stores only tokens, the text lives once in
+        # `transcripts`. remove_diacritics lets "cafe" find "café".
+        """
+        CREATE VIRTUAL TABLE transcripts_fts USING fts5(
+            text,
+            content = 'transcripts',
+            content_rowid = 'id',
+            tokenize = 'unicode61 remove_diacritics 2'
+        )
+        """,
+        """
+        CREATE TRIGGER transcripts_fts_insert AFTER INSERT ON transcripts BEGIN
+            INSERT INTO transcripts_fts (rowid, text) VALUES (new.id, new.text);
+        END
+        """,
+        # Deleting from an external-content index needs the old text, exactly.
+        """
+        CREATE TRIGGER transcripts_fts_delete AFTER DELETE ON transcripts BEGIN
+            INSERT INTO transcripts_fts (transcripts_fts, rowid, text)
+            VALUES ('delete', old.id, old.text);
+        END
+        """,
+        """
+        CREATE TRIGGER transcripts_fts_update AFTER UPDATE OF text ON transcripts BEGIN
+            INSERT INTO transcripts_fts (transcripts_fts, rowid, text)
+            VALUES ('delete', old.id, old.text);
+            INSERT INTO transcripts_fts (rowid, text) VALUES (new.id, new.text);
+        END
+        """,
+        # Index what a version-1 database already holds.
+        "INSERT INTO transcripts_fts (transcripts_fts) VALUES ('rebuild')",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1_BASE_TABLES, _V2_FULL_TEXT_SEARCH)
+
+SCHEMA_VERSION: int = MIGRATIONS[-1].version

@@ -1,0 +1,221 @@
+"""bot.audio on well-formed input: every format people send, real speech, the corpus, ffmpeg lookup.
+
+All media is generated at test time (see media.py); the corpus test reads the shared
+speech corpus next to the repository and skips when it is absent.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot import audio
+from bot.audio import SAMPLE_RATE, AudioInfo, check_ffmpeg, decode_audio, probe
+from bot.errors import AudioTooLongError, FFmpegMissingError
+from tests.media import convert, ffmpeg, make_silence, make_tone, make_video, media_duration, synth_speech
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+
+# Lossy codecs do not give back exactly the samples that went in: MP3 and AAC frames
+# are 1152/1024 samples, encoders add priming ("encoder delay") and pad the last frame,
+# and not every container records how much to trim (ADTS and AC-3 do not at all).
+# At 44.1-48 kHz that is at most ~2 frames, i.e. < 50 ms; 60 ms leaves resampler slack.
+CODEC_PADDING_TOLERANCE_S = 0.060
+TONE_SECONDS = 3.0
+TONE_HZ = 1_000.0
+TONE_RMS = 0.5 / np.sqrt(2)  # make_tone's default amplitude is 0.5
+
+
+def assert_mono_16k(samples: np.ndarray) -> None:
+    """The decode_audio contract: 1-D, C-contiguous, writable float32 (so torch.from_numpy takes it)."""
+    assert isinstance(samples, np.ndarray)
+    assert samples.dtype == np.float32
+    assert samples.ndim == 1
+    assert samples.flags.c_contiguous
+    assert samples.flags.writeable
+    assert samples.size > 0
+    assert np.isfinite(samples).all()
+
+
+def assert_duration(samples: np.ndarray, seconds: float, tolerance: float = CODEC_PADDING_TOLERANCE_S) -> None:
+    assert abs(samples.size / SAMPLE_RATE - seconds) <= tolerance, samples.size / SAMPLE_RATE
+
+
+def dominant_hz(samples: np.ndarray) -> float:
+    """Frequency of the strongest spectral peak, assuming the samples really are at 16 kHz."""
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+    return float(np.fft.rfftfreq(samples.size, 1 / SAMPLE_RATE)[spectrum.argmax()])
+
+
+def assert_is_tone(samples: np.ndarray) -> None:
+    """A 1 kHz tone at the right pitch proves the sample rate is 16 kHz; its level proves a sane downmix."""
+    assert abs(dominant_hz(samples) - TONE_HZ) < 5
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    assert rms == pytest.approx(TONE_RMS, rel=0.2)
+
+
+# (file name, make_tone keyword arguments, ffmpeg output options)
+AUDIO_FORMATS = [
+    pytest.param("voice.ogg", {"rate": 48_000}, ("-c:a", "libopus", "-b:a", "32k"), id="ogg-opus-voice-note"),
+    pytest.param("music.mp3", {"rate": 44_100, "channels": 2}, ("-c:a", "libmp3lame", "-b:a", "128k"), id="mp3"),
+    pytest.param("memo.m4a", {"rate": 44_100}, ("-c:a", "aac", "-b:a", "96k"), id="m4a-aac"),
+    pytest.param("raw.aac", {"rate": 44_100}, ("-c:a", "aac", "-f", "adts"), id="adts-aac"),
+    pytest.param("pcm.wav", {"rate": 44_100, "channels": 2}, (), id="wav-44k-stereo"),
+    pytest.param("pcm8k.wav", {"rate": 8_000}, ("-c:a", "pcm_u8"), id="wav-8k-u8"),
+    pytest.param("lossless.flac", {"rate": 22_050}, (), id="flac-22k"),
+    pytest.param("clip.webm", {"rate": 48_000, "channels": 2}, ("-c:a", "libopus"), id="webm-opus"),
+    pytest.param("surround.wav", {"rate": 96_000, "channels": 8}, (), id="wav-96k-8ch"),
+]
+
+
+@pytest.mark.parametrize(("name", "tone", "codec"), AUDIO_FORMATS)
+def test_audio_formats_decode_to_16k_mono(tmp_path: Path, name: str, tone: dict, codec: tuple[str, ...]) -> None:
+    src = make_tone(tmp_path / name, TONE_SECONDS, *codec, **tone)
+    samples = decode_audio(src, max_seconds=60)
+    assert_mono_16k(samples)
+    assert_duration(samples, TONE_SECONDS)
+    assert_is_tone(samples)
+
+
+def test_eight_channel_downmix_is_normalised_not_clipped(tmp_path: Path) -> None:
+    """Eight copies of a 0.5 tone must mix to ~0.5, not to a clipped ~2.2 (ffmpeg's plain float downmix)."""
+    samples = decode_audio(make_tone(tmp_path / "8ch.wav", 1.0, rate=96_000, channels=8), max_seconds=60)
+    assert 0.45 < float(np.abs(samples).max()) < 0.55
+
+
+@pytest.mark.parametrize("name", ["video-note.mp4", "camera.mov", "screen.mkv"])
+def test_audio_track_of_a_video(tmp_path: Path, name: str) -> None:
+    samples = decode_audio(make_video(tmp_path / name, 2.0), max_seconds=60)
+    assert_mono_16k(samples)
+    assert_duration(samples, 2.0)
+    assert_is_tone(samples)
+
+
+def test_first_audio_stream_is_used_and_cover_art_ignored(tmp_path: Path) -> None:
+    """An MP3 with an embedded cover picture (a video stream) decodes its audio only."""
+    cover = tmp_path / "cover.png"
+    make_video(tmp_path / "frame.mp4", 0.1, audio=False)
+    convert(tmp_path / "frame.mp4", cover, "-frames:v", "1")
+    tone = make_tone(tmp_path / "tone.wav", 2.0, rate=44_100)
+    mp3 = tmp_path / "with-cover.mp3"
+    ffmpeg("-i", str(tone), "-i", str(cover), "-map", "0:a", "-map", "1:v", "-c:a", "libmp3lame",
+           "-c:v", "png", "-disposition:v", "attached_pic", str(mp3))  # fmt: skip
+    samples = decode_audio(mp3, max_seconds=60)
+    assert_duration(samples, 2.0)
+    assert_is_tone(samples)
+
+
+@pytest.mark.parametrize(
+    ("name", "codec"),
+    [("silence.wav", ()), ("silence.ogg", ("-c:a", "libopus")), ("silence.flac", ())],
+)
+def test_silence_is_valid_and_decodes_to_zeros(tmp_path: Path, name: str, codec: tuple[str, ...]) -> None:
+    samples = decode_audio(make_silence(tmp_path / name, 2.0, *codec, rate=48_000), max_seconds=60)
+    assert_mono_16k(samples)
+    assert_duration(samples, 2.0)
+    assert float(np.abs(samples).max()) < 1e-4
+
+
+def test_speech_voice_note_matches_its_source(tmp_path: Path) -> None:
+    """espeak-ng speech sent the way Telegram sends voice notes (48 kHz mono Opus in OGG)."""
+    wav = synth_speech("Please transcribe this short voice message about the weather tomorrow.", tmp_path / "s.wav")
+    ogg = convert(wav, tmp_path / "s.ogg", "-c:a", "libopus", "-b:a", "32k", "-ar", "48000", "-ac", "1")
+    reference = decode_audio(wav, max_seconds=60)
+    voice_note = decode_audio(ogg, max_seconds=60)
+    assert_mono_16k(voice_note)
+    assert_duration(reference, media_duration(wav), tolerance=1 / SAMPLE_RATE * 2)
+    assert_duration(voice_note, reference.size / SAMPLE_RATE)
+    # Opus pre-skip is honoured, so the two line up sample for sample and only coding noise differs.
+    n = min(reference.size, voice_note.size)
+    assert np.corrcoef(reference[:n], voice_note[:n])[0, 1] > 0.9
+
+
+def test_lossless_formats_decode_identically(tmp_path: Path) -> None:
+    """Same speech as WAV and FLAC: same bytes out, so no format-dependent processing sneaks in."""
+    wav = synth_speech("one two three four five", tmp_path / "s.wav")
+    flac = convert(wav, tmp_path / "s.flac")
+    np.testing.assert_array_equal(decode_audio(wav, max_seconds=60), decode_audio(flac, max_seconds=60))
+
+
+def test_probe_reports_container_metadata(tmp_path: Path) -> None:
+    ogg = make_tone(tmp_path / "a.ogg", 2.5, "-c:a", "libopus", rate=48_000)
+    info = probe(ogg)
+    assert isinstance(info, AudioInfo)
+    assert info.has_audio
+    assert info.format_name == "ogg"
+    assert info.duration == pytest.approx(2.5, abs=CODEC_PADDING_TOLERANCE_S)
+    assert "mp4" in probe(make_video(tmp_path / "v.mp4", 1.0)).format_name.split(",")
+
+
+def test_audio_exactly_at_the_limit_is_accepted(tmp_path: Path) -> None:
+    wav = make_tone(tmp_path / "two.wav", 2.0)
+    assert decode_audio(wav, max_seconds=2.0).size == 2 * SAMPLE_RATE
+    with pytest.raises(AudioTooLongError) as caught:
+        decode_audio(wav, max_seconds=1.5)
+    assert (caught.value.duration, caught.value.limit) == (pytest.approx(2.0), 1.5)
+
+
+def _corpus_rows() -> list:
+    manifest = CORPUS / "manifest.tsv"
+    if not manifest.is_file():
+        return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"speech corpus not found at {CORPUS}"))]
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    # ps_goforward.raw is headerless PCM: nothing can detect its format, by design.
+    return [
+        pytest.param(row["file"], float(row["duration_s"]), id=row["file"])
+        for row in rows
+        if not row["file"].endswith(".raw")
+    ]
+
+
+@pytest.mark.parametrize(("file", "duration"), _corpus_rows())
+def test_corpus_file_decodes_with_manifest_duration(file: str, duration: float) -> None:
+    samples = decode_audio(CORPUS / file, max_seconds=600)
+    assert_mono_16k(samples)
+    assert float(np.abs(samples).max()) > 0
+    # The manifest rounds to 10 ms; lossless files must match that, MP3 gets codec slack.
+    tolerance = CODEC_PADDING_TOLERANCE_S if file.endswith(".mp3") else 0.011
+    assert_duration(samples, duration, tolerance)
+
+
+def test_check_ffmpeg_passes_when_installed() -> None:
+    check_ffmpeg()
+
+
+def test_missing_ffmpeg_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wav = make_tone(tmp_path / "a.wav", 0.5)
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(FFmpegMissingError, match="install ffmpeg"):
+        check_ffmpeg()
+    with pytest.raises(FFmpegMissingError):
+        probe(wav)
+    with pytest.raises(FFmpegMissingError):
+        decode_audio(wav, max_seconds=60)
+
+
+def test_ffprobe_without_ffmpeg_is_caught_at_start_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wav = make_tone(tmp_path / "a.wav", 0.5)
+    only_probe = tmp_path / "bin"
+    only_probe.mkdir()
+    os.symlink(shutil.which("ffprobe"), only_probe / "ffprobe")  # type: ignore[arg-type]
+    monkeypatch.setenv("PATH", str(only_probe))
+    with pytest.raises(FFmpegMissingError, match="ffmpeg not found"):
+        check_ffmpeg()
+    with pytest.raises(FFmpegMissingError):
+        decode_audio(wav, max_seconds=60)
+
+
+def test_binary_vanishing_between_lookup_and_exec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uninstalled mid-run: FFmpegMissingError, never a bare FileNotFoundError."""
+    wav = make_tone(tmp_path / "a.wav", 0.5)
+    monkeypatch.setattr(audio.shutil, "which", lambda name: str(tmp_path / "gone" / name))
+    with pytest.raises(FFmpegMissingError):
+        decode_audio(wav, max_seconds=60)
