@@ -61,10 +61,14 @@ _ALLOWED_DEMUXERS = (
     "dts", "eac3", "flac", "flv", "loas", "matroska", "mov", "mp3", "mpc", "mpc8",
     "mpeg", "mpegts", "ogg", "tta", "voc", "w64", "wav", "wv",
 )  # fmt: skip
-# Input options shared by ffprobe and ffmpeg: only the file itself, only those demuxers.
+# Input options shared by ffprobe and ffmpeg: only the file itself, only those demuxers,
+# and single-threaded decoders. Both tools decode a few frames of every stream (video
+# too) to fill in stream info, and with one thread per core a 4K video alone can
+# exhaust the address-space limit on a many-core server; audio gains nothing from threads.
 _INPUT_HARDENING = (
     "-protocol_whitelist", "file",
     "-format_whitelist", ",".join(_ALLOWED_DEMUXERS),
+    "-threads", "1",
 )  # fmt: skip
 
 # ffprobe prints a few hundred bytes of JSON; a file crafted with thousands of streams
@@ -82,13 +86,13 @@ class AudioInfo:
     """What a cheap probe of the container tells us, before any decoding."""
 
     duration: float  # seconds; 0.0 when the container does not say
-    has_audio: bool
+    has_audio: bool  # always True from probe(), which raises for a file without audio
     format_name: str
 
 
 @dataclass(frozen=True)
 class _RunResult:
-    returncode: int
+    returncode: int | None  # None when the process was killed for overflowing
     stdout: bytearray
     stderr_tail: str
     overflowed: bool  # stdout went past its limit and the process was killed
@@ -135,12 +139,8 @@ def decode_audio(
     if info.duration > max_seconds:
         raise AudioTooLongError(info.duration, max_seconds)
     max_bytes = int(max_seconds * SAMPLE_RATE) * _SAMPLE_DTYPE.itemsize
-    result = _run(
-        _decode_argv(path, max_seconds),
-        deadline=deadline,
-        memory_mb=memory_mb,
-        stdout_limit=max_bytes,
-    )
+    argv = _decode_argv(path, max_seconds)
+    result = _run(argv, path, deadline=deadline, memory_mb=memory_mb, stdout_limit=max_bytes)
     if result.overflowed:
         decoded = len(result.stdout) / _SAMPLE_DTYPE.itemsize / SAMPLE_RATE
         raise AudioTooLongError(max(info.duration, decoded), max_seconds)
@@ -158,7 +158,7 @@ def _probe(path: Path, *, deadline: float, memory_mb: int) -> AudioInfo:
         "-of", "json",
         _input_url(path),
     ]  # fmt: skip
-    result = _run(argv, deadline=deadline, memory_mb=memory_mb, stdout_limit=_PROBE_OUTPUT_LIMIT)
+    result = _run(argv, path, deadline=deadline, memory_mb=memory_mb, stdout_limit=_PROBE_OUTPUT_LIMIT)
     if result.overflowed:
         logger.warning("ffprobe output for %s exceeded %d bytes", path, _PROBE_OUTPUT_LIMIT)
         raise AudioDecodeError("ffprobe output too large")
@@ -199,9 +199,6 @@ def _decode_argv(path: Path, max_seconds: float) -> list[str]:
         "-hide_banner",
         "-nostats",
         "-loglevel", "error",
-        # Audio decoders gain nothing from threads, and each thread's stack and malloc
-        # arena eats into the address-space limit.
-        "-threads", "1",
         *_INPUT_HARDENING,
         "-i", _input_url(path),
         "-map", "0:a:0",  # the first audio stream: a video's sound track, never a cover image
@@ -234,11 +231,12 @@ def _binary(name: str) -> str:
     return found
 
 
-def _run(argv: Sequence[str], *, deadline: float, memory_mb: int, stdout_limit: int) -> _RunResult:
-    """Run a hardened ffmpeg/ffprobe, collecting at most `stdout_limit` (+1) bytes of stdout."""
+def _run(argv: Sequence[str], path: Path, *, deadline: float, memory_mb: int, stdout_limit: int) -> _RunResult:
+    """Run a hardened ffmpeg/ffprobe on `path`, collecting at most `stdout_limit` (+1) bytes of stdout."""
+    tool = Path(argv[0]).name
     timeout = deadline - time.monotonic()
     if timeout <= 0:
-        raise _timeout_error(argv, "")
+        raise _timeout_error(tool, path, "")
     try:
         proc = subprocess.Popen(
             argv,
@@ -255,13 +253,17 @@ def _run(argv: Sequence[str], *, deadline: float, memory_mb: int, stdout_limit: 
         try:
             return _collect(proc, deadline=deadline, stdout_limit=stdout_limit)
         except _Timeout as exc:
-            raise _timeout_error(argv, str(exc)) from None
+            raise _timeout_error(tool, path, str(exc)) from None
         finally:
             _kill_group(proc)
 
 
 def _limit_resources(*, cpu_seconds: float, memory_mb: int) -> None:
-    """Runs in the child before exec: cap memory, CPU time, file writes and core dumps."""
+    """Runs in the child between fork and exec: cap memory, CPU time, file writes and core dumps.
+
+    It only makes setrlimit calls (no imports, no locks taken), the least that can go
+    wrong in `preexec_fn` when the bot calls decode_audio from several threads.
+    """
     cpu = math.ceil(cpu_seconds) + 1  # SIGXCPU just after the wall-clock budget, SIGKILL a second later
     _set_limit(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
     _set_limit(resource.RLIMIT_CPU, cpu, hard=cpu + 1)
@@ -296,7 +298,7 @@ def _collect(proc: subprocess.Popen[bytes], *, deadline: float, stdout_limit: in
                 elif stream is proc.stdout:
                     out += chunk
                     if len(out) > stdout_limit:
-                        return _RunResult(-signal.SIGKILL, out, _text(tail), overflowed=True)
+                        return _RunResult(None, out, _text(tail), overflowed=True)
                 else:
                     tail = (tail + chunk)[-_STDERR_TAIL_BYTES:]
     try:
@@ -331,10 +333,10 @@ def _text(raw: bytes | bytearray) -> str:
     return raw.decode("utf-8", errors="replace").strip()
 
 
-def _timeout_error(argv: Sequence[str], stderr_tail: str) -> AudioDecodeError:
-    logger.warning("%s timed out; stderr tail: %s", Path(argv[0]).name, stderr_tail or "(empty)")
+def _timeout_error(tool: str, path: Path, stderr_tail: str) -> AudioDecodeError:
+    logger.warning("%s timed out on %s; stderr tail: %s", tool, path, stderr_tail or "(empty)")
     return AudioDecodeError(
-        f"{Path(argv[0]).name} took too long",
+        f"{tool} took too long on {path.name}",
         user_message="Reading this file took too long, so I stopped. Please try a shorter or simpler recording.",
     )
 
@@ -342,7 +344,7 @@ def _timeout_error(argv: Sequence[str], stderr_tail: str) -> AudioDecodeError:
 def _require_success(result: _RunResult, path: Path, tool: str) -> None:
     """Non-zero exit (bad data, killed by a limit, refused demuxer) means unreadable; log why."""
     if result.returncode != 0:
-        logger.info("%s failed on %s (exit %d): %s", tool, path, result.returncode, result.stderr_tail)
+        logger.info("%s failed on %s (exit %s): %s", tool, path, result.returncode, result.stderr_tail)
         raise AudioDecodeError(f"{tool} exit status {result.returncode} on {path.name}")
 
 

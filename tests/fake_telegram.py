@@ -234,8 +234,8 @@ def _parse_html(source: str) -> tuple[str, list[JSON]]:
                 elif offset > start:
                     entities.append({"offset": start, "length": offset - start, **open_extras})
                 continue
-            tag = _TAG.fullmatch(inner.strip())
-            name = tag.group(1).lower() if tag else inner.strip()
+            tag = _TAG.fullmatch(inner)  # "< b>" is no tag for Telegram either
+            name = tag.group(1).lower() if tag else inner
             attributes = {
                 key.lower(): _unescape(next((v for v in values if v), ""))
                 for key, *values in _ATTRIBUTE.findall((tag.group(2) or "") if tag else "")
@@ -445,7 +445,11 @@ async def _read_params(request: web.Request) -> JSON:
             raise _bad_request("can't parse JSON object")
         raw.update(body)
     elif request.can_read_body:
-        for name, value in (await request.post()).items():
+        try:
+            form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            raise _ApiError(413, "Request Entity Too Large") from None
+        for name, value in form.items():
             if isinstance(value, web.FileField):
                 files[name] = UploadedFile(value.filename, value.content_type, value.file.read())
             else:
@@ -640,8 +644,12 @@ class FakeTelegram:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="fake-telegram", daemon=True)
         thread.start()
-        asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=30)
         self._thread_loop, self._thread = loop, thread
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=30)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -160,28 +161,41 @@ def test_audio_exactly_at_the_limit_is_accepted(tmp_path: Path) -> None:
     assert (caught.value.duration, caught.value.limit) == (pytest.approx(2.0), 1.5)
 
 
-def _corpus_rows() -> list:
+def _corpus_files() -> dict[str, float]:
+    """Manifest file name -> duration, for every file a container/codec can be detected in."""
     manifest = CORPUS / "manifest.tsv"
     if not manifest.is_file():
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"speech corpus not found at {CORPUS}"))]
+        return {}
     with manifest.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    # ps_goforward.raw is headerless PCM: nothing can detect its format, by design.
-    return [
-        pytest.param(row["file"], float(row["duration_s"]), id=row["file"])
-        for row in rows
-        if not row["file"].endswith(".raw")
-    ]
+        rows = csv.DictReader(handle, delimiter="\t")
+        # ps_goforward.raw is headerless PCM: nothing can detect its format, by design.
+        return {row["file"]: float(row["duration_s"]) for row in rows if not row["file"].endswith(".raw")}
 
 
-@pytest.mark.parametrize(("file", "duration"), _corpus_rows())
-def test_corpus_file_decodes_with_manifest_duration(file: str, duration: float) -> None:
-    samples = decode_audio(CORPUS / file, max_seconds=600)
+CORPUS_FILES = _corpus_files()
+
+
+@pytest.fixture(scope="module")
+def corpus_decodes() -> dict[str, Future[np.ndarray]]:
+    """Decode the whole corpus once, concurrently.
+
+    Each decode is two short ffprobe/ffmpeg runs, mostly process start-up; running them
+    side by side keeps ~100 files to a few seconds, and also exercises decode_audio
+    from several threads at once, as the bot's executor does.
+    """
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        return {name: pool.submit(decode_audio, CORPUS / name, max_seconds=600) for name in CORPUS_FILES}
+
+
+@pytest.mark.skipif(not CORPUS_FILES, reason=f"speech corpus not found at {CORPUS}")
+@pytest.mark.parametrize("file", sorted(CORPUS_FILES) or ["(no corpus)"])
+def test_corpus_file_decodes_with_manifest_duration(corpus_decodes: dict[str, Future[np.ndarray]], file: str) -> None:
+    samples = corpus_decodes[file].result()
     assert_mono_16k(samples)
     assert float(np.abs(samples).max()) > 0
     # The manifest rounds to 10 ms; lossless files must match that, MP3 gets codec slack.
     tolerance = CODEC_PADDING_TOLERANCE_S if file.endswith(".mp3") else 0.011
-    assert_duration(samples, duration, tolerance)
+    assert_duration(samples, CORPUS_FILES[file], tolerance)
 
 
 def test_check_ffmpeg_passes_when_installed() -> None:
@@ -219,3 +233,11 @@ def test_binary_vanishing_between_lookup_and_exec(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(audio.shutil, "which", lambda name: str(tmp_path / "gone" / name))
     with pytest.raises(FFmpegMissingError):
         decode_audio(wav, max_seconds=60)
+
+
+@pytest.mark.parametrize("name", ["voice note #1 (50%)?.ogg", "-i.ogg", "http:evil.ogg", "ünïcødé 🎤.ogg"])
+def test_odd_file_names_are_read_as_plain_files(tmp_path: Path, name: str) -> None:
+    """Names are passed as `file:` URLs: never parsed as options, protocols or URL escapes."""
+    src = make_tone(tmp_path / "plain.ogg", 1.0, "-c:a", "libopus", rate=48_000)
+    odd = src.rename(tmp_path / name)
+    assert_duration(decode_audio(odd, max_seconds=60), 1.0)

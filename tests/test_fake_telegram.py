@@ -143,6 +143,20 @@ async def test_send_edit_and_not_modified(fake_telegram: FakeTelegram, bot: Bot)
     assert body.status == 400 and body.params["message_id"] == 2
 
 
+async def test_html_parse_mode_like_telegram(fake_telegram: FakeTelegram, bot: Bot) -> None:
+    fake_telegram.add_chat(USER)
+    html = '😀 <pre><code class="language-python">x = 1</code></pre> <a href="https://e.x/?a=1&amp;b=2">link</a>'
+    sent = await bot.send_message(USER, html, parse_mode="HTML")
+    assert sent.text == "😀 x = 1 link"
+    pre, link = sent.entities
+    assert (pre.type, pre.offset, pre.length, pre.language) == ("pre", 3, 5, "python")  # 😀 is 2 UTF-16 units
+    assert (link.type, link.offset, link.url) == ("text_link", 9, "https://e.x/?a=1&b=2")
+    for bad in ("1 < 2", "<br>", "<b>x</i>", "x</b>", "< b>x</b>"):
+        with pytest.raises(BadRequest, match="Can't parse entities"):
+            await bot.send_message(USER, bad, parse_mode="HTML")
+    assert (await bot.send_message(USER, "1 < 2")).text == "1 < 2"  # no parse mode: taken literally
+
+
 async def test_missing_messages_and_bad_markup(fake_telegram: FakeTelegram, bot: Bot) -> None:
     fake_telegram.send_text(USER, USER, "hi")
     with pytest.raises(BadRequest, match="Message to edit not found"):

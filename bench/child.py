@@ -1,0 +1,360 @@
+"""Measurements that run in a fresh interpreter: `python -m bench.child TASK ...`.
+
+Each task prints one JSON line on stdout as its last line. A fresh process per task is
+what makes peak RSS, cold start and thread settings mean something: nothing loaded by
+an earlier benchmark is still resident, and `torch.set_num_threads` starts from scratch.
+
+Top-level imports stay light on purpose: the worker processes of a pool started here
+are spawned, and spawn re-imports this module in each of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    print(json.dumps(payload), flush=True)
+
+
+def _defaults(**overrides: Any) -> Any:
+    """The code defaults of Settings, ignoring the environment and any .env file.
+
+    `model_construct` skips the settings sources, so a developer's local ASR_* variables
+    cannot change what "default" means in a benchmark.
+    """
+    from bot.settings import Settings
+
+    return Settings.model_construct(**overrides)
+
+
+def _decode(path: str | Path) -> Any:
+    from bot.audio import decode_audio
+
+    settings = _defaults()
+    return decode_audio(Path(path), max_seconds=settings.max_audio_seconds,
+                        timeout=settings.ffmpeg_timeout_seconds, memory_mb=settings.ffmpeg_memory_mb)
+
+
+# ----------------------------------------------------------------------------------------
+# engine: file -> text in one warm process, our engine or the seed's method
+# ----------------------------------------------------------------------------------------
+
+
+def task_engine(args: argparse.Namespace) -> None:
+    """Load once, warm up on a short file, then time `reps` transcriptions of `file`.
+
+    Times are file -> text, decoding included, for both methods (the seed's librosa load
+    is part of its method); ours also reports model-only time.
+    """
+    import torch
+
+    torch.set_num_threads(args.threads)
+    began = time.perf_counter()
+    if args.method == "seed":
+        from bench.seed_method import load_seed, seed_transcribe_loaded
+
+        processor, model = load_seed(args.model)
+        load_seconds = time.perf_counter() - began
+
+        def once(path: str) -> dict[str, Any]:
+            started = time.perf_counter()
+            text = seed_transcribe_loaded(path, processor, model)
+            return {"total": time.perf_counter() - started, "text": text}
+    else:
+        from bot.asr.engine import SpeechRecognizer
+        from bot.asr.loading import load_ctc_model
+
+        settings = _defaults()
+        recognizer = SpeechRecognizer(load_ctc_model(args.model, attention=settings.asr_attention), device="cpu")
+        load_seconds = time.perf_counter() - began
+
+        def once(path: str) -> dict[str, Any]:
+            started = time.perf_counter()
+            audio = _decode(path)
+            decoded = time.perf_counter() - started
+            result = recognizer.transcribe(audio, chunk_seconds=settings.asr_chunk_seconds,
+                                           stride_seconds=settings.asr_stride_seconds)
+            return {"total": time.perf_counter() - started, "decode": decoded,
+                    "model": result.processing_seconds, "text": result.raw_text}
+
+    once(args.warmup)
+    runs = [once(args.file) for _ in range(args.reps)]
+    _emit({"load_seconds": load_seconds, "threads": torch.get_num_threads(),
+           "runs": [{k: v for k, v in run.items() if k != "text"} for run in runs],
+           "text_chars": len(runs[-1]["text"])})
+
+
+# ----------------------------------------------------------------------------------------
+# cold_start: process start -> first worker ready
+# ----------------------------------------------------------------------------------------
+
+
+def task_cold_start(args: argparse.Namespace) -> None:
+    """Start a 1-worker pool and report seconds since the parent launched us (`--t0`, epoch).
+
+    Marks: interpreter up, imports done, model loaded (load_ctc_model in the pool's
+    parent, timed by wrapping it), worker ready (start() returned), first 5 s note done.
+    """
+    marks = {"interpreter": time.time() - args.t0}
+    from bot import executor
+
+    marks["imports"] = time.time() - args.t0
+    original_load = executor.load_ctc_model
+
+    def timed_load(*a: Any, **k: Any) -> Any:
+        loaded = original_load(*a, **k)
+        marks["model_loaded"] = time.time() - args.t0
+        return loaded
+
+    executor.load_ctc_model = timed_load  # instrumentation only: the pool calls it by module name
+
+    async def main() -> None:
+        pool = executor.ProcessPoolTranscriber(
+            executor.EngineConfig.from_settings(_defaults(asr_model=args.model, asr_workers=1)), workers=1
+        )
+        await pool.start()
+        marks["worker_ready"] = time.time() - args.t0
+        await pool.transcribe(Path(args.file))
+        marks["first_result"] = time.time() - args.t0
+        await pool.shutdown()
+
+    asyncio.run(main())
+    _emit(marks)
+
+
+# ----------------------------------------------------------------------------------------
+# memory: RSS and PSS of a pool after one job per worker
+# ----------------------------------------------------------------------------------------
+
+
+def _memory_of(processes: list[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for process in processes:
+        try:
+            info = process.memory_full_info()
+            rows.append({"pid": process.pid, "name": process.name(), "rss_mb": info.rss / 2**20,
+                         "pss_mb": info.pss / 2**20, "uss_mb": info.uss / 2**20})
+        except Exception:  # noqa: BLE001 - a process that exited meanwhile has no memory to count
+            continue
+    return rows
+
+
+def task_memory(args: argparse.Namespace) -> None:
+    """N workers, one job each (N jobs submitted at once), then sum RSS and PSS of the tree.
+
+    PSS divides every shared page among the processes mapping it, so the weights the
+    workers share count once in the PSS total but N+1 times in the RSS total.
+    """
+    import psutil
+
+    from bot.executor import EngineConfig, ProcessPoolTranscriber
+
+    async def main() -> list[dict[str, Any]]:
+        settings = _defaults(asr_model=args.model, asr_workers=args.workers)
+        pool = ProcessPoolTranscriber(EngineConfig.from_settings(settings), workers=args.workers)
+        await pool.start()
+        await asyncio.gather(*(pool.transcribe(Path(args.file), owner=i) for i in range(args.workers)))
+        me = psutil.Process()
+        rows = _memory_of([me, *me.children(recursive=True)])
+        await pool.shutdown()
+        return rows
+
+    rows = asyncio.run(main())
+    _emit({"processes": rows, "rss_mb": sum(r["rss_mb"] for r in rows),
+           "pss_mb": sum(r["pss_mb"] for r in rows), "uss_mb": sum(r["uss_mb"] for r in rows)})
+
+
+# ----------------------------------------------------------------------------------------
+# throughput: many voice notes at once through the pool
+# ----------------------------------------------------------------------------------------
+
+
+def task_throughput(args: argparse.Namespace) -> None:
+    """Submit every note at once (as paths, so workers decode) and time each to its result.
+
+    Pool start-up is excluded; one short job per worker first warms each worker's
+    kernels, as a bot that has served a message would be.
+    """
+    from bot.executor import EngineConfig, ProcessPoolTranscriber
+
+    notes = json.loads(Path(args.notes).read_text())
+
+    async def main() -> dict[str, Any]:
+        settings = _defaults(asr_model=args.model, asr_workers=args.workers, asr_threads_per_worker=args.threads)
+        pool = ProcessPoolTranscriber(EngineConfig.from_settings(settings), workers=args.workers)
+        await pool.start()
+        await asyncio.gather(*(pool.transcribe(Path(args.warmup), owner=i) for i in range(args.workers)))
+
+        async def job(index: int, path: str, submitted: float) -> dict[str, Any]:
+            result = await pool.submit(Path(path), owner=index).result()
+            return {"latency": time.perf_counter() - submitted, "duration": result.duration,
+                    "model": result.processing_seconds, "decode": result.decode_seconds}
+
+        began = time.perf_counter()
+        jobs = [asyncio.ensure_future(job(i, note["path"], began)) for i, note in enumerate(notes)]
+        done = await asyncio.gather(*jobs)
+        wall = time.perf_counter() - began
+        await pool.shutdown()
+        return {"wall": wall, "jobs": done}
+
+    _emit(asyncio.run(main()))
+
+
+# ----------------------------------------------------------------------------------------
+# variants: compute types, attention, compile, chunking, threads on one file
+# ----------------------------------------------------------------------------------------
+
+
+def _transcribe_ids(recognizer: Any, audio: Any, chunk: float, stride: float) -> tuple[Any, Any]:
+    """Transcribe and also return the argmax ids of every kept frame.
+
+    The engine does not expose its frame ids, so its `_decode` (which receives all of
+    them at once) is wrapped on this instance for the call; the timed path is unchanged.
+    """
+    captured: dict[str, Any] = {}
+    original = recognizer._decode
+
+    def capture(ids: Any) -> Any:
+        captured["ids"] = ids
+        return original(ids)
+
+    recognizer._decode = capture
+    try:
+        result = recognizer.transcribe(audio, chunk_seconds=chunk, stride_seconds=stride)
+    finally:
+        del recognizer._decode
+    return result, captured["ids"]
+
+
+def _agreement(ids: Any, reference: Any) -> float:
+    """Fraction of frames whose argmax id equals the reference's (a length change counts as misses)."""
+    import numpy as np
+
+    common = min(len(ids), len(reference))
+    same = int(np.count_nonzero(ids[:common] == reference[:common]))
+    return same / max(len(ids), len(reference), 1)
+
+
+def task_variants(args: argparse.Namespace) -> None:
+    """Every opt-in mode and chunking/thread choice against the fp32/sdpa default, same process.
+
+    Each variant gets a freshly loaded model (bf16 converts modules in place), one
+    warm-up call (for torch.compile that call is the compilation, reported apart), then
+    `reps` timed calls. The default is measured first and again last, so drift on a
+    shared machine shows up as a gap between the two.
+    """
+    import torch
+
+    from bot.asr.engine import SpeechRecognizer
+    from bot.asr.loading import load_ctc_model
+
+    settings = _defaults()
+    chunk0, stride0 = settings.asr_chunk_seconds, settings.asr_stride_seconds
+    audio = _decode(args.file)
+    sr = 16000
+    duration = len(audio) / sr
+    warmup = audio[: int((chunk0 * 2 - stride0 * 2) * sr)]
+    recognizers: dict[str, Any] = {}
+
+    def recognizer(attention: str = "sdpa", compute_type: str = "float32", compile: bool = False) -> Any:
+        key = f"{attention}/{compute_type}/{compile}"
+        if key not in recognizers:
+            recognizers[key] = SpeechRecognizer(load_ctc_model(args.model, attention=attention), device="cpu",
+                                                compute_type=compute_type, compile=compile)
+        return recognizers[key]
+
+    reference: dict[str, Any] = {}
+    results: list[dict[str, Any]] = []
+
+    def measure(name: str, rec: Any, *, chunk: float = chunk0, stride: float = stride0,
+                threads: int = args.threads, reps: int = args.reps) -> None:
+        torch.set_num_threads(threads)
+        started = time.perf_counter()
+        rec.transcribe(warmup, chunk_seconds=chunk, stride_seconds=stride)
+        first_call = time.perf_counter() - started
+        times, ids, text = [], None, ""
+        for _ in range(reps):
+            result, ids = _transcribe_ids(rec, audio, chunk, stride)
+            times.append(result.processing_seconds)
+            text = result.raw_text
+        torch.set_num_threads(args.threads)
+        if "ids" not in reference:
+            reference.update(ids=ids, text=text)
+        entry = {"name": name, "chunk": chunk, "stride": round(stride, 3), "threads": threads,
+                 "times": times, "rtf": sorted(times)[len(times) // 2] / duration, "first_call": first_call,
+                 "agreement": _agreement(ids, reference["ids"]), "same_text": text == reference["text"]}
+        if "one_pass_ids" in reference:
+            entry["agreement_one_pass"] = _agreement(ids, reference["one_pass_ids"])
+        results.append(entry)
+        print(f"  variants: {name:<28} RTF {entry['rtf']:.3f}  agreement {entry['agreement']:.4f}",
+              file=sys.stderr, flush=True)
+
+    default = recognizer()
+    measure("fp32 sdpa (default)", default)
+    if not args.quick:
+        # The whole file in one pass (what the seed does): the reference for chunking's effect.
+        one_pass, reference["one_pass_ids"] = _transcribe_ids(default, audio, duration + 1.0, 0.0)
+        results.append({"name": "one pass (no chunking)", "rtf": one_pass.processing_seconds / duration,
+                        "times": [one_pass.processing_seconds], "chunk": None, "stride": 0.0,
+                        "threads": args.threads, "first_call": 0.0,
+                        "agreement": _agreement(reference["one_pass_ids"], reference["ids"]),
+                        "same_text": one_pass.raw_text == reference["text"]})
+        results[0]["agreement_one_pass"] = _agreement(reference["ids"], reference["one_pass_ids"])
+    measure("attention eager", recognizer(attention="eager"))
+    measure("bfloat16", recognizer(compute_type="bfloat16"))
+    measure("int8 dynamic (Linear)", recognizer(compute_type="int8"))
+    measure("torch.compile", recognizer(compile=True))
+    if not args.quick:
+        measure("bfloat16 + torch.compile", recognizer(compute_type="bfloat16", compile=True))
+    chunkings = [(10.0, 2.5), (10.0, 10 / 6), (15.0, 2.5), (20.0, 20 / 6), (30.0, 2.5), (30.0, 5.0),
+                 (40.0, 2.5), (40.0, 40 / 6)]
+    for chunk, stride in chunkings:
+        measure(f"chunk {chunk:g} s / stride {stride:.2f} s", default, chunk=chunk, stride=stride)
+    for threads in (1, 2 * args.threads):
+        measure(f"threads {threads}", default, threads=threads)
+    measure("fp32 sdpa (default, again)", default)
+    _emit({"duration": duration, "threads": args.threads, "variants": results})
+
+
+# ----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.child")
+    tasks = parser.add_subparsers(dest="task", required=True)
+    engine = tasks.add_parser("engine")
+    engine.add_argument("--method", choices=["ours", "seed"], required=True)
+    engine.add_argument("--warmup", required=True)
+    engine.add_argument("--reps", type=int, default=3)
+    cold = tasks.add_parser("cold-start")
+    cold.add_argument("--t0", type=float, required=True)
+    memory = tasks.add_parser("memory")
+    memory.add_argument("--workers", type=int, required=True)
+    throughput = tasks.add_parser("throughput")
+    throughput.add_argument("--workers", type=int, required=True)
+    throughput.add_argument("--notes", required=True)
+    throughput.add_argument("--warmup", required=True)
+    variants = tasks.add_parser("variants")
+    variants.add_argument("--reps", type=int, default=2)
+    variants.add_argument("--quick", action="store_true")
+    for sub in (engine, cold, memory, throughput, variants):
+        sub.add_argument("--model", required=True)
+    for sub in (engine, throughput, variants):
+        sub.add_argument("--threads", type=int, required=True)
+    for sub in (engine, cold, memory, variants):
+        sub.add_argument("--file", required=True)
+    args = parser.parse_args(argv)
+    handler = {"engine": task_engine, "cold-start": task_cold_start, "memory": task_memory,
+               "throughput": task_throughput, "variants": task_variants}[args.task]
+    handler(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,394 @@
+"""bot.audio against hostile and broken input: the security issue's threat model.
+
+Corrupt files, playlists that point elsewhere, decompression bombs, lying headers,
+slow inputs, tiny resource limits and fuzzed bytes. Whatever comes in, decode_audio
+either returns a sane array or raises AudioDecodeError (or a subclass).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot import audio
+from bot.audio import SAMPLE_RATE, decode_audio, probe
+from bot.errors import AudioDecodeError, AudioTooLongError
+from tests.media import ffmpeg, make_silence, make_tone, make_video
+
+THREE_HOURS = 3 * 3600.0
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hostile")
+
+
+@pytest.fixture(scope="module")
+def voice_note(media_dir: Path) -> Path:
+    """A small, valid 3 s Opus voice note (the thing most hostile inputs pretend to be)."""
+    return make_tone(media_dir / "voice.ogg", 3.0, "-c:a", "libopus", "-b:a", "24k", rate=48_000)
+
+
+@pytest.fixture(scope="module")
+def three_hour_ogg(media_dir: Path) -> Path:
+    """3 h of Opus silence (~4 MB), made by looping a 60 s encode with stream copy (< 1 s, not 50 s)."""
+    chunk = make_silence(media_dir / "minute.ogg", 60, "-c:a", "libopus", "-b:a", "6k", rate=8_000)
+    looped = media_dir / "three-hours.ogg"
+    ffmpeg("-stream_loop", str(int(THREE_HOURS // 60) - 1), "-i", str(chunk), "-c", "copy", str(looped))
+    return looped
+
+
+def flac_claiming(src: Path, dst: Path, total_samples: int) -> Path:
+    """Copy a FLAC file, rewriting STREAMINFO's 36-bit total-samples field (0 means "unknown")."""
+    data = bytearray(src.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # STREAMINFO is always the first block
+    # STREAMINFO starts at byte 8; bytes 10..17 of it pack rate(20) channels(3) bits(5) total(36).
+    (packed,) = struct.unpack_from(">Q", data, 18)
+    packed = (packed & ~((1 << 36) - 1)) | total_samples
+    struct.pack_into(">Q", data, 18, packed)
+    dst.write_bytes(data)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def flac_bomb(media_dir: Path) -> Path:
+    """Two hours of 8 kHz digital silence in ~20 KB of FLAC (460 MB once decoded to 16 kHz float)."""
+    return make_silence(media_dir / "bomb.flac", 7200, "-frame_size", "65535", rate=8_000)
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A local TCP server nothing should ever connect to; check with `assert_no_connection`."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server
+
+
+def assert_no_connection(server: socket.socket) -> None:
+    """A completed connect() waits in the backlog even after the client went away."""
+    server.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        server.accept()
+
+
+def assert_refused(path: Path) -> AudioDecodeError:
+    """AudioDecodeError proper (not "too long"), with a user message free of ffmpeg internals."""
+    with pytest.raises(AudioDecodeError) as caught:
+        decode_audio(path, max_seconds=600)
+    assert not isinstance(caught.value, AudioTooLongError)
+    for leak in ("ffmpeg", "ffprobe", "whitelist", str(path.parent)):
+        assert leak not in caught.value.user_message
+    return caught.value
+
+
+# --- broken files ---------------------------------------------------------------------
+
+
+def test_zero_byte_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.ogg"
+    empty.touch()
+    assert_refused(empty)
+
+
+def test_random_bytes_named_ogg(tmp_path: Path) -> None:
+    noise = tmp_path / "noise.ogg"
+    noise.write_bytes(np.random.default_rng(1234).bytes(50_000))
+    assert_refused(noise)
+
+
+def test_text_named_mp3(tmp_path: Path) -> None:
+    text = tmp_path / "lyrics.mp3"
+    text.write_text("Never gonna give you up\n" * 200)
+    assert_refused(text)
+
+
+def test_ogg_cut_inside_its_headers(tmp_path: Path, voice_note: Path) -> None:
+    cut = tmp_path / "headers-only.ogg"
+    cut.write_bytes(voice_note.read_bytes()[:200])
+    assert_refused(cut)
+
+
+def test_truncated_ogg_returns_the_part_that_decodes(tmp_path: Path, voice_note: Path) -> None:
+    """Chosen behaviour: an upload cut short still gets the audio it does contain transcribed."""
+    full = decode_audio(voice_note, max_seconds=60)
+    cut = tmp_path / "truncated.ogg"
+    data = voice_note.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    part = decode_audio(cut, max_seconds=60)
+    assert 0.5 * SAMPLE_RATE < part.size < full.size
+    # It is the beginning of the same recording, not garbage (the last Opus frame may differ).
+    np.testing.assert_allclose(part[: part.size - 960], full[: part.size - 960], atol=1e-4)
+
+
+def test_video_without_audio_track(tmp_path: Path) -> None:
+    silent_film = make_video(tmp_path / "no-sound.mp4", 1.0, audio=False)
+    error = assert_refused(silent_film)
+    assert "no audio track" in error.user_message
+    with pytest.raises(AudioDecodeError):
+        probe(silent_film)
+
+
+def test_non_finite_and_out_of_range_float_samples_are_scrubbed(tmp_path: Path) -> None:
+    """A float WAV can smuggle NaN/inf/1e30 straight through ffmpeg; they must not reach the model."""
+    samples = np.full(SAMPLE_RATE, 0.25, dtype="<f4")
+    samples[[10, 20, 30, 40]] = [np.nan, np.inf, -1e30, 5.0]
+    raw = tmp_path / "evil.f32"
+    raw.write_bytes(samples.tobytes())
+    wav = tmp_path / "evil.wav"
+    ffmpeg("-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", str(raw), "-c:a", "pcm_f32le", str(wav))
+    decoded = decode_audio(wav, max_seconds=60)
+    assert np.isfinite(decoded).all()
+    assert float(np.abs(decoded).max()) <= 1.0
+    assert decoded[10] == 0.0 and decoded[20] == 1.0 and decoded[30] == -1.0 and decoded[100] == 0.25
+
+
+# --- indirection: playlists and concat scripts disguised as voice notes ----------------
+
+
+def _hls(target: str) -> str:
+    return f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3.0,\n{target}\n#EXT-X-ENDLIST\n"
+
+
+def _ffconcat(target: str) -> str:
+    return f"ffconcat version 1.0\nfile '{target}'\n"
+
+
+@pytest.mark.parametrize(
+    "playlist",
+    [
+        pytest.param(lambda port: _hls(f"http://127.0.0.1:{port}/x.ts"), id="hls-to-local-http"),
+        pytest.param(lambda port: _hls("/etc/passwd"), id="hls-to-etc-passwd"),
+        pytest.param(lambda port: _hls("file:///etc/passwd"), id="hls-to-file-url"),
+        pytest.param(lambda port: _ffconcat("/etc/passwd"), id="ffconcat-to-etc-passwd"),
+        pytest.param(lambda port: _ffconcat(f"http://127.0.0.1:{port}/x.wav"), id="ffconcat-to-http"),
+    ],
+)
+def test_playlists_are_refused_without_opening_anything(
+    tmp_path: Path, listener: socket.socket, playlist: Callable[[int], str]
+) -> None:
+    disguised = tmp_path / "voice.ogg"
+    disguised.write_text(playlist(listener.getsockname()[1]))
+    assert_refused(disguised)
+    assert_no_connection(listener)
+
+
+def _segment_with_tone(directory: Path) -> Path:
+    """A local MPEG-TS segment holding a 1 kHz tone: the 'secret' a playlist tries to exfiltrate."""
+    return make_tone(directory / "secret.ts", 3.0, "-c:a", "aac", rate=44_100)
+
+
+@pytest.mark.parametrize("make_playlist", [_hls, _ffconcat], ids=["hls", "ffconcat"])
+def test_playlist_pointing_at_a_local_file_does_not_read_it(tmp_path: Path, make_playlist: Callable[[str], str]) -> None:
+    """Same attack against a local file we control: plain ffmpeg would decode it, decode_audio must not."""
+    secret = _segment_with_tone(tmp_path)
+    disguised = tmp_path / "voice.ogg"
+    disguised.write_text(make_playlist(secret.name))
+    # Control: the payload is live: ffmpeg without the hardening follows it to the secret audio.
+    leaked = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", "file", "-i", str(disguised),
+         "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-"],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert len(leaked.stdout) > SAMPLE_RATE * 4  # more than a second of the secret tone
+    assert_refused(disguised)
+
+
+# --- too long: honest headers, lying headers, bombs -----------------------------------
+
+
+def test_three_hour_voice_note_is_refused_by_the_probe(
+    three_hour_ogg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawned: list[str] = []
+    real_popen = subprocess.Popen
+
+    def spy(argv, *args, **kwargs):  # type: ignore[no-untyped-def]
+        spawned.append(Path(argv[0]).name)
+        return real_popen(argv, *args, **kwargs)
+
+    monkeypatch.setattr(audio.subprocess, "Popen", spy)
+    started = time.monotonic()
+    with pytest.raises(AudioTooLongError) as caught:
+        decode_audio(three_hour_ogg, max_seconds=1800)
+    assert time.monotonic() - started < 5  # a full decode takes ~5 s of CPU; the probe ~0.1 s
+    assert spawned == ["ffprobe"]  # ffmpeg was never started
+    assert caught.value.duration == pytest.approx(THREE_HOURS, abs=1)
+    assert caught.value.limit == 1800
+    assert "3:00:00" in caught.value.user_message
+
+
+def test_honest_flac_bomb_is_refused_by_the_probe(flac_bomb: Path) -> None:
+    assert probe(flac_bomb).duration == pytest.approx(7200)
+    with pytest.raises(AudioTooLongError):
+        decode_audio(flac_bomb, max_seconds=600)
+
+
+@pytest.mark.parametrize(
+    ("claimed_samples", "probed_seconds"),
+    [pytest.param(0, 0.0, id="length-unknown"), pytest.param(80_000, 10.0, id="header-says-10s")],
+)
+def test_lying_flac_bomb_is_cut_off_by_the_output_cap(
+    tmp_path: Path, flac_bomb: Path, claimed_samples: int, probed_seconds: float
+) -> None:
+    """The probe is fooled, so the decode cap is what stops 2 h (460 MB of float32) at the limit."""
+    liar = flac_claiming(flac_bomb, tmp_path / "liar.flac", claimed_samples)
+    assert probe(liar).duration == pytest.approx(probed_seconds)
+    max_seconds = 30.0
+    cap_bytes = max_seconds * SAMPLE_RATE * 4
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(AudioTooLongError) as caught:
+            decode_audio(liar, max_seconds=max_seconds)
+        elapsed = time.monotonic() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 10
+    assert peak < 2 * cap_bytes + (1 << 20)  # bounded by the cap, not by the 460 MB the file expands to
+    assert caught.value.limit == max_seconds
+
+
+# --- time and memory limits -----------------------------------------------------------
+
+
+def test_wall_clock_timeout_on_a_real_decode(three_hour_ogg: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """max_seconds lets the 3 h file past the probe; decoding it needs ~5 s but only gets 0.5 s."""
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="bot.audio"):
+        error = assert_refused_with(three_hour_ogg, max_seconds=4 * 3600, timeout=0.5)
+    assert time.monotonic() - started < 3
+    assert "too long" in error.user_message
+    assert "timed out" in caplog.text
+
+
+def assert_refused_with(path: Path, **options: float) -> AudioDecodeError:
+    with pytest.raises(AudioDecodeError) as caught:
+        decode_audio(path, **options)  # type: ignore[arg-type]
+    assert not isinstance(caught.value, AudioTooLongError)
+    return caught.value
+
+
+def _fake_bin(directory: Path, name: str, script: str) -> None:
+    """Put an executable shell script called `name` in `directory`."""
+    path = directory / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (an orphan may wait for init to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_timeout_kills_the_whole_process_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ffmpeg that hangs and has spawned a child: both are gone when decode_audio returns."""
+    wav = make_tone(tmp_path / "a.wav", 0.5)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    os.symlink(shutil.which("ffprobe"), fake / "ffprobe")  # type: ignore[arg-type]
+    _fake_bin(fake, "ffmpeg", '/bin/sleep 60 &\necho "child=$!" >&2\nwait\n')
+    monkeypatch.setenv("PATH", str(fake))
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="bot.audio"):
+        assert_refused_with(wav, max_seconds=60, timeout=1.0)
+    assert time.monotonic() - started < 3
+    child = int(caplog.text.split("child=")[1].split()[0])
+    deadline = time.monotonic() + 2
+    while _pid_alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _pid_alive(child)
+
+
+def test_resource_limits_are_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The child runs under RLIMIT_AS = memory_mb, RLIMIT_CPU ~ timeout, no file writes, no core dumps."""
+    wav = make_tone(tmp_path / "a.wav", 0.5)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    _fake_bin(fake, "ffmpeg", "exit 1\n")
+    _fake_bin(fake, "ffprobe", 'echo "as=$(ulimit -v) cpu=$(ulimit -t) fsize=$(ulimit -f) core=$(ulimit -c)" >&2\nexit 1\n')
+    monkeypatch.setenv("PATH", str(fake))
+    with caplog.at_level(logging.INFO, logger="bot.audio"):
+        assert_refused_with(wav, max_seconds=60, timeout=7.5, memory_mb=300)
+    cpu = math.ceil(7.5) + 1
+    assert f"as={300 * 1024} cpu={cpu} fsize=0 core=0" in caplog.text  # ulimit -v counts KiB
+
+
+def test_too_small_memory_limit_is_a_clean_decode_error(voice_note: Path) -> None:
+    """Debian's ffmpeg cannot even map its libraries in 100 MB: a clean AudioDecodeError, nothing worse."""
+    assert_refused_with(voice_note, max_seconds=60, memory_mb=100)
+
+
+def test_ffmpeg_stderr_is_logged_not_shown(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    disguised = tmp_path / "voice.ogg"
+    disguised.write_text(_ffconcat("/etc/passwd"))
+    with caplog.at_level(logging.INFO, logger="bot.audio"):
+        error = assert_refused(disguised)
+    assert "not on whitelist" in caplog.text
+    assert "whitelist" not in str(error.user_message)
+
+
+# --- fuzzing --------------------------------------------------------------------------
+
+FUZZ = settings(
+    max_examples=30,
+    deadline=None,
+    database=None,  # keep .hypothesis/ out of the working tree
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def assert_decodes_or_refuses(path: Path) -> None:
+    """The only two outcomes allowed for any input whatsoever."""
+    try:
+        samples = decode_audio(path, max_seconds=10, timeout=20)
+    except AudioDecodeError:
+        return
+    assert samples.dtype == np.float32 and samples.ndim == 1 and samples.flags.c_contiguous
+    assert 0 < samples.size <= 10 * SAMPLE_RATE
+    assert np.isfinite(samples).all() and float(np.abs(samples).max(initial=0)) <= 1.0
+
+
+@FUZZ
+@given(data=st.binary(min_size=0, max_size=4096))
+def test_fuzz_random_bytes(media_dir: Path, data: bytes) -> None:
+    target = media_dir / "fuzz-random.ogg"
+    target.write_bytes(data)
+    assert_decodes_or_refuses(target)
+
+
+@FUZZ
+@given(
+    edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=24),
+    keep=st.floats(0.05, 1.0),
+)
+def test_fuzz_mutated_voice_note(
+    media_dir: Path, voice_note: Path, edits: list[tuple[float, int]], keep: float
+) -> None:
+    data = bytearray(voice_note.read_bytes())
+    for where, value in edits:
+        data[int(where * len(data))] = value
+    target = media_dir / "fuzz-mutated.ogg"
+    target.write_bytes(bytes(data[: max(1, int(keep * len(data)))]))
+    assert_decodes_or_refuses(target)
