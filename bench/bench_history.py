@@ -2,12 +2,15 @@
 
 Builds a throw-away database with 100,000 transcripts for one user (spread over their
 private chat and two groups) plus others' transcripts, then times `Storage.history_page`
-and `Storage.search` through the real API: median of many runs each, because one call
-is well under a millisecond to a few tens of them and a single timing is noise.
+and `Storage.search` through the real API. Each figure is the median of at least 20
+runs: single calls take from a fraction of a millisecond to tens of them, and one
+timing of that is mostly noise.
 
     .venv/bin/python -m bench.bench_history
 
-`run()` returns the figures for other scripts; the target is a page in under 50 ms.
+`run()` returns the figures for other scripts. The target is a /history page in under
+50 ms. Search has no fixed target: ranking costs grow with the number of matches (a
+word in a third of 100,000 transcripts is the worst case timed here).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bot.asr.types import TranscriptionOptions, Word
-from bot.storage import Storage, encode_words
+from bot.asr.types import TranscriptionOptions
+from bot.storage import Storage
 
 HEAVY_USER = 1_000_001
 GROUPS = (-100_001, -100_002)
@@ -52,17 +55,16 @@ def _rows(n_heavy: int, n_others: int, start: float, rng: random.Random) -> Iter
         # Spread the others' rows evenly through time, exactly n_others of them.
         heavy = (i + 1) * n_others // total == i * n_others // total
         user_id = HEAVY_USER if heavy else 2_000_000 + rng.randrange(500)
-        if heavy:
-            chat_id = rng.choice((HEAVY_USER, HEAVY_USER, *GROUPS))
-        else:
-            chat_id = rng.choice((user_id, *GROUPS))
+        chat_id = rng.choice((HEAVY_USER, HEAVY_USER, *GROUPS) if heavy else (user_id, *GROUPS))
         words = rng.choices(vocabulary, k=rng.randint(8, 60))
         if rng.random() < 0.33:
             words[rng.randrange(len(words))] = COMMON_WORD
         if rng.random() < 0.001:
             words[rng.randrange(len(words))] = RARE_WORD
         text = " ".join(words)
-        timed = [Word(w, round(j * 0.4, 2), round(j * 0.4 + 0.3, 2)) for j, w in enumerate(words)]
+        # The storage's [[word, start, end], ...] format, written directly: building
+        # Word objects for four million words would double the build time.
+        timed = ",".join(f'["{w}",{j * 0.4:.2f},{j * 0.4 + 0.3:.2f}]' for j, w in enumerate(words))
         duration = round(len(words) * 0.4 + 0.5, 2)
         yield (
             user_id,
@@ -73,7 +75,7 @@ def _rows(n_heavy: int, n_others: int, start: float, rng: random.Random) -> Iter
             duration,
             text.capitalize(),
             text.upper(),
-            encode_words(timed),
+            f"[{timed}]",
             "facebook/wav2vec2-base-960h",
             _OPTIONS_JSON,
             duration * 0.05,
@@ -83,7 +85,7 @@ def _rows(n_heavy: int, n_others: int, start: float, rng: random.Random) -> Iter
 
 def _bulk_insert(path: Path, n_heavy: int, n_others: int) -> None:
     """One executemany in one transaction on a plain connection: the schema's triggers
-    still fill the search index, and it is ~50x faster than one API call per row."""
+    still fill the search index, and it takes seconds instead of 120,000 transactions."""
     rng = random.Random(42)
     conn = sqlite3.connect(path)
     try:
@@ -116,7 +118,8 @@ async def _measure(path: Path, n_heavy: int, runs: int, page_size: int) -> dict[
         first = await storage.history_page(HEAVY_USER, chat_id=None, offset=0, limit=page_size)
         group = await storage.history_page(HEAVY_USER, chat_id=GROUPS[0], offset=0, limit=page_size)
         common = await storage.search(HEAVY_USER, COMMON_WORD, chat_id=None, offset=0, limit=page_size)
-        assert first.total == n_heavy and len(first.items) == page_size, "database not built as expected"
+        if first.total != n_heavy or len(first.items) != page_size:
+            raise RuntimeError(f"bench database has {first.total} transcripts for the user, not {n_heavy}")
         deep_offset = first.total - page_size
         group_deep_offset = max(0, group.total - page_size)
         cases: dict[str, Callable[[], Awaitable[Any]]] = {
@@ -188,13 +191,15 @@ def _print_table(figures: dict[str, float]) -> None:
         f" ({int(figures['transcripts_total']):,} in all, {figures['database_mb']} MB,"
         f" built in {figures['build_seconds']} s); median of {int(figures['runs'])} runs"
     )
-    print(f"{'query':<30} {'median ms':>10}  target < {TARGET_MS:.0f} ms")
+    print(f"{'query':<30} {'median ms':>10}")
     for name, value in figures.items():
         if name.endswith("_ms"):
-            verdict = "ok" if value < TARGET_MS else "SLOW"
+            # The target is for /history; search cost grows with the number of matches.
+            verdict = ("ok" if value < TARGET_MS else "SLOW") if name.startswith("history") else ""
             print(f"{name.removesuffix('_ms'):<30} {value:>10.2f}  {verdict}")
     print(
-        f"('{COMMON_WORD}' matches {int(figures['search_common_word_matches']):,} of the user's transcripts)"
+        f"history target: under {TARGET_MS:.0f} ms. '{COMMON_WORD}' matches"
+        f" {int(figures['search_common_word_matches']):,} of the user's transcripts."
     )
 
 

@@ -18,26 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import default_settings
+
 
 def _emit(payload: dict[str, Any]) -> None:
     print(json.dumps(payload), flush=True)
 
 
-def _defaults(**overrides: Any) -> Any:
-    """The code defaults of Settings, ignoring the environment and any .env file.
-
-    `model_construct` skips the settings sources, so a developer's local ASR_* variables
-    cannot change what "default" means in a benchmark.
-    """
-    from bot.settings import Settings
-
-    return Settings.model_construct(**overrides)
-
-
 def _decode(path: str | Path) -> Any:
     from bot.audio import decode_audio
 
-    settings = _defaults()
+    settings = default_settings()
     return decode_audio(Path(path), max_seconds=settings.max_audio_seconds,
                         timeout=settings.ffmpeg_timeout_seconds, memory_mb=settings.ffmpeg_memory_mb)
 
@@ -71,7 +62,7 @@ def task_engine(args: argparse.Namespace) -> None:
         from bot.asr.engine import SpeechRecognizer
         from bot.asr.loading import load_ctc_model
 
-        settings = _defaults()
+        settings = default_settings()
         recognizer = SpeechRecognizer(load_ctc_model(args.model, attention=settings.asr_attention), device="cpu")
         load_seconds = time.perf_counter() - began
 
@@ -99,10 +90,10 @@ def task_engine(args: argparse.Namespace) -> None:
 def task_cold_start(args: argparse.Namespace) -> None:
     """Start a 1-worker pool and report seconds since the parent launched us (`--t0`, epoch).
 
-    Marks: interpreter up, imports done, model loaded (load_ctc_model in the pool's
+    Marks: script started (interpreter and harness up), imports done, model loaded (load_ctc_model in the pool's
     parent, timed by wrapping it), worker ready (start() returned), first 5 s note done.
     """
-    marks = {"interpreter": time.time() - args.t0}
+    marks = {"script_started": time.time() - args.t0}
     from bot import executor
 
     marks["imports"] = time.time() - args.t0
@@ -117,7 +108,7 @@ def task_cold_start(args: argparse.Namespace) -> None:
 
     async def main() -> None:
         pool = executor.ProcessPoolTranscriber(
-            executor.EngineConfig.from_settings(_defaults(asr_model=args.model, asr_workers=1)), workers=1
+            executor.EngineConfig.from_settings(default_settings(asr_model=args.model, asr_workers=1)), workers=1
         )
         await pool.start()
         marks["worker_ready"] = time.time() - args.t0
@@ -157,7 +148,7 @@ def task_memory(args: argparse.Namespace) -> None:
     from bot.executor import EngineConfig, ProcessPoolTranscriber
 
     async def main() -> list[dict[str, Any]]:
-        settings = _defaults(asr_model=args.model, asr_workers=args.workers)
+        settings = default_settings(asr_model=args.model, asr_workers=args.workers)
         pool = ProcessPoolTranscriber(EngineConfig.from_settings(settings), workers=args.workers)
         await pool.start()
         await asyncio.gather(*(pool.transcribe(Path(args.file), owner=i) for i in range(args.workers)))
@@ -187,7 +178,7 @@ def task_throughput(args: argparse.Namespace) -> None:
     notes = json.loads(Path(args.notes).read_text())
 
     async def main() -> dict[str, Any]:
-        settings = _defaults(asr_model=args.model, asr_workers=args.workers, asr_threads_per_worker=args.threads)
+        settings = default_settings(asr_model=args.model, asr_workers=args.workers, asr_threads_per_worker=args.threads)
         pool = ProcessPoolTranscriber(EngineConfig.from_settings(settings), workers=args.workers)
         await pool.start()
         await asyncio.gather(*(pool.transcribe(Path(args.warmup), owner=i) for i in range(args.workers)))
@@ -242,6 +233,20 @@ def _agreement(ids: Any, reference: Any) -> float:
     return same / max(len(ids), len(reference), 1)
 
 
+def _cpu_support() -> dict[str, Any]:
+    """What torch sees of the CPU's bfloat16 support (private helpers, hence the getattr)."""
+    import torch
+
+    def probe(owner: Any, name: str) -> Any:
+        function = getattr(owner, name, None)
+        return bool(function()) if callable(function) else "unknown"
+
+    return {"capability": torch.backends.cpu.get_cpu_capability(),
+            "avx512_bf16": probe(torch.cpu, "_is_avx512_bf16_supported"),
+            "amx_tile": probe(torch.cpu, "_is_amx_tile_supported"),
+            "mkldnn_bf16": probe(torch.ops.mkldnn, "_is_mkldnn_bf16_supported")}
+
+
 def task_variants(args: argparse.Namespace) -> None:
     """Every opt-in mode and chunking/thread choice against the fp32/sdpa default, same process.
 
@@ -255,7 +260,7 @@ def task_variants(args: argparse.Namespace) -> None:
     from bot.asr.engine import SpeechRecognizer
     from bot.asr.loading import load_ctc_model
 
-    settings = _defaults()
+    settings = default_settings()
     chunk0, stride0 = settings.asr_chunk_seconds, settings.asr_stride_seconds
     audio = _decode(args.file)
     sr = 16000
@@ -320,7 +325,7 @@ def task_variants(args: argparse.Namespace) -> None:
     for threads in (1, 2 * args.threads):
         measure(f"threads {threads}", default, threads=threads)
     measure("fp32 sdpa (default, again)", default)
-    _emit({"duration": duration, "threads": args.threads, "variants": results})
+    _emit({"duration": duration, "threads": args.threads, "variants": results, "cpu_support": _cpu_support()})
 
 
 # ----------------------------------------------------------------------------------------

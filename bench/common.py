@@ -63,6 +63,17 @@ class Options:
         return max(1, quick if self.quick else full)
 
 
+def default_settings(**overrides: Any) -> Any:
+    """The code defaults of `bot.settings.Settings`, ignoring the environment and any .env file.
+
+    `model_construct` skips the settings sources, so a developer's local ASR_* variables
+    cannot change what "default" means in a benchmark.
+    """
+    from bot.settings import Settings
+
+    return Settings.model_construct(**overrides)
+
+
 # ----------------------------------------------------------------------------------------
 # Result rows
 # ----------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 Storage, the transcriber (worker pool) and the health server are created in `post_init`
 and closed in `post_shutdown`, as in python-telegram-bot's examples. On SIGTERM PTB
-stops polling first; then running jobs get a short grace period, and whatever is still
-unfinished stays in the database and is resumed by the next start.
+stops polling first; then, in `post_stop` (while the Bot can still send), running jobs
+get a short grace period to finish and answer, and whatever is still unfinished stays
+in the database and is resumed by the next start. `post_shutdown` runs after PTB has
+closed the Bot's HTTP connections, so it only closes what needs no Telegram.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
             health.append(server)
         log.info("ready: %d workers, model %s", data.transcriber.ready_workers, settings.asr_model)
 
-    async def post_shutdown(application: Application) -> None:  # type: ignore[type-arg]
+    async def post_stop(application: Application) -> None:  # type: ignore[type-arg]
+        """Updates have stopped: let running jobs finish (or keep them for the next start)."""
         data: BotData = application.bot_data
         if hasattr(data, "pipeline"):
             data.pipeline.stop_accepting()
@@ -83,6 +86,12 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
             await data.transcriber.shutdown(grace=SHUTDOWN_GRACE_SECONDS)
         if hasattr(data, "pipeline"):
             await data.pipeline.drain()
+
+    async def post_shutdown(application: Application) -> None:  # type: ignore[type-arg]
+        data: BotData = application.bot_data
+        if hasattr(data, "transcriber"):
+            # Already done by post_stop unless start-up failed half-way; then this stops the workers.
+            await data.transcriber.shutdown()
         if hasattr(data, "storage"):
             await data.storage.close()
         for server in health:
@@ -104,6 +113,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .media_write_timeout(120)
         .get_updates_read_timeout(40)
         .post_init(post_init)
+        .post_stop(post_stop)
         .post_shutdown(post_shutdown)
         .build()
     )
@@ -113,7 +123,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
 
 def run_bot(settings: Settings) -> None:
     """`python -m bot run`: long polling, or a webhook server when WEBHOOK_URL is set."""
-    secrets = [settings.telegram_bot_token.get_secret_value()] if settings.telegram_bot_token else []
+    secrets = [secret.get_secret_value() for secret in (settings.telegram_bot_token, settings.webhook_secret) if secret]
     setup_logging(level=settings.log_level, fmt=settings.log_format, secrets=secrets)
     check_ffmpeg()
     application = build_application(settings)

@@ -407,6 +407,9 @@ class ProcessPoolTranscriber:
             raise ExecutorOverloadedError(retry_after=self._estimated_wait())
         self._seq += 1
         job = _Job(self._seq, owner, source, self._loop.create_future(), on_progress)
+        # Whoever awaits the handle gets the exception; a job nobody awaits any more
+        # (its chat task is gone) must not log "exception was never retrieved".
+        job.future.add_done_callback(lambda future: future.cancelled() or future.exception())
         self._queue.push(job)
         self._dispatch()
         return _JobHandle(self, job)

@@ -12,13 +12,13 @@ specific message in the chat and one log line.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sqlite3
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -30,7 +30,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Tele
 
 from bot import metrics, replies
 from bot.asr.types import Progress, Transcription
-from bot.errors import AudioTooLongError, JobCancelledError, JobTimeoutError, VoiceBotError
+from bot.errors import AudioTooLongError, ExecutorOverloadedError, JobCancelledError, JobTimeoutError, VoiceBotError
 from bot.executor import Transcriber, TranscriptionJob
 from bot.limits import UserLimiter
 from bot.media import Media, describe_origin
@@ -65,10 +65,7 @@ class RateLimitedError(VoiceBotError):
     """The user has too many files in flight or sent too many this minute."""
 
     def __init__(self, retry_after: float) -> None:
-        super().__init__(
-            "user rate limit",
-            user_message=f"You're sending files faster than I can take them. Please try again in {max(1, round(retry_after))} s.",
-        )
+        super().__init__("user rate limit", user_message=replies.rate_limited(retry_after))
 
 
 @dataclass(eq=False)
@@ -97,6 +94,8 @@ class TranscriptionPipeline:
         self._running: dict[int, _Running] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        # Ids for jobs the database could not record: negative, so they never meet a row's id.
+        self._transient_ids = itertools.count(-1, -1)
 
     # -- entry points ------------------------------------------------------------------
 
@@ -140,11 +139,17 @@ class TranscriptionPipeline:
             return
         await self._send_action(chat.id)
         ahead = self.transcriber.queue_depth
-        placeholder = await self._reply(
-            chat.id, message.message_id, replies.placeholder(media.duration, ahead), markup=self._cancel_markup(job)
-        )
+        try:
+            placeholder = await self._reply(
+                chat.id, message.message_id, replies.placeholder(media.duration, ahead), markup=self._cancel_markup(job)
+            )
+        except TelegramError as exc:
+            # The job is recorded and its slot taken: run it anyway, the result is sent as a new message.
+            log.warning("job %s: could not send the placeholder: %s", job.id, exc)
+            placeholder = None
         if placeholder is not None:
-            await self._store(self.storage.set_job_placeholder(job.id, placeholder.message_id))
+            if _persisted(job):
+                await self._store(self.storage.set_job_placeholder(job.id, placeholder.message_id))
             job = _with_placeholder(job, placeholder.message_id)
         self._spawn(job, started)
 
@@ -204,18 +209,29 @@ class TranscriptionPipeline:
         except JobCancelledError as exc:
             if self._closing:
                 outcome = "interrupted"
-                return  # the row stays queued/running; the next start resumes it
+                log.info("job %s interrupted by shutdown; the next start resumes it", job.id)
+                return  # the row stays queued/running
             outcome = "cancelled"
-            await self._store(self.storage.finish_job(job.id, status=JobStatus.CANCELLED, error=str(exc)))
-            await self._call(lambda: self._edit(running, exc.user_message))
+            await self._finish(running.job, JobStatus.CANCELLED, str(exc))
+            try:
+                await self._edit(running, exc.user_message)
+            except TelegramError as error:
+                log.warning("could not tell chat %s about job %s: %s", job.chat_id, job.id, error)
+        except ExecutorOverloadedError as exc:
+            # Every worker busy and the queue full: a polite "try later", not a failure.
+            outcome = "refused"
+            log.info("job %s refused: %s", job.id, exc, extra={"job_id": job.id, "user_id": job.user_id})
+            await self._fail(running, str(exc), exc.user_message)
         except VoiceBotError as exc:
             outcome = "timeout" if isinstance(exc, JobTimeoutError) else "failed"
             log.warning("job %s failed: %s", job.id, exc)
             await self._fail(running, str(exc), exc.user_message)
         except TelegramError as exc:
+            outcome = "failed"
             log.warning("job %s: Telegram error: %s", job.id, exc)
             await self._fail(running, str(exc), replies.TELEGRAM_FAILED)
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the user without an answer
+            outcome = "failed"
             log.exception("job %s crashed", job.id)
             await self._fail(running, repr(exc), VoiceBotError.user_message)
         finally:
@@ -243,7 +259,7 @@ class TranscriptionPipeline:
 
     async def _fail(self, running: _Running, error: str, user_message: str) -> None:
         """Record the failure and tell the user; a chat that can't be reached is only logged."""
-        await self._store(self.storage.finish_job(running.job.id, status=JobStatus.FAILED, error=error))
+        await self._finish(running.job, JobStatus.FAILED, error)
         try:
             await self._edit(running, user_message)
         except TelegramError as exc:
@@ -256,7 +272,8 @@ class TranscriptionPipeline:
         if cached is not None:
             metrics.CACHE_HITS.inc()
             return cached.transcription, True
-        await self._store(self.storage.mark_job_running(job.id))
+        if _persisted(job):
+            await self._store(self.storage.mark_job_running(job.id))
         with tempfile.TemporaryDirectory(prefix="voicebot-") as workdir:
             path = Path(workdir) / f"job-{job.id}.media"
             file = await self._call(lambda: self.bot.get_file(job.file_id))
@@ -287,7 +304,11 @@ class TranscriptionPipeline:
                 text = replies.placeholder(running.job.duration, ahead)
             if text != shown:
                 shown = text
-                await self._edit(running, text, markup=self._cancel_markup(running.job))
+                try:
+                    await self._edit(running, text, markup=self._cancel_markup(running.job))
+                except TelegramError as exc:
+                    # Progress is a courtesy: a failed edit must not fail a transcription that goes on.
+                    log.info("job %s: progress edit failed: %s", running.job.id, exc)
 
     async def _deliver(self, running: _Running, result: Transcription, *, cached: bool) -> None:
         """Store the transcript for the requester, then edit/send it into the chat."""
@@ -295,18 +316,21 @@ class TranscriptionPipeline:
         transcript_id: int | None = None
         note = ""
         if await self._keeps_history(job.user_id):
-            stored = await self._store(
-                self.storage.complete_job_with_transcript(
-                    job.id, user_id=job.user_id, chat_id=job.chat_id, message_id=job.message_id,
-                    file_unique_id=job.file_unique_id, forward_origin=job.forward_origin, transcription=result,
-                ),
-                failed=-1,
+            fields = dict(
+                user_id=job.user_id, chat_id=job.chat_id, message_id=job.message_id,
+                file_unique_id=job.file_unique_id, forward_origin=job.forward_origin, transcription=result,
             )
+            saving = (
+                self.storage.complete_job_with_transcript(job.id, **fields)  # type: ignore[arg-type]
+                if _persisted(job)
+                else self.storage.add_transcript(**fields)  # type: ignore[arg-type]
+            )
+            stored = await self._store(saving, failed=-1)
             transcript_id = stored if stored and stored > 0 else None
             if stored == -1:
                 note = "\n\n" + replies.STORAGE_FAILED_NOTE
         else:
-            await self._store(self.storage.finish_job(job.id, status=JobStatus.DONE))
+            await self._finish(job, JobStatus.DONE)
         text = result.text
         if not text:
             await self._edit(running, replies.EMPTY)
@@ -350,9 +374,14 @@ class TranscriptionPipeline:
             metrics.STORAGE_ERRORS.inc()
             now = time.time()
             return Job(
-                id=-request.message_id, status=JobStatus.QUEUED, attempts=0, error=None, transcript_id=None,
+                id=next(self._transient_ids), status=JobStatus.QUEUED, attempts=0, error=None, transcript_id=None,
                 placeholder_message_id=None, created_at=now, updated_at=now, **vars(request),
             ), True
+
+    async def _finish(self, job: Job, status: JobStatus, error: str | None = None) -> None:
+        """Mark the job's row finished, so it is not resumed (a job without a row has nothing to mark)."""
+        if _persisted(job):
+            await self._store(self.storage.finish_job(job.id, status=status, error=error))
 
     async def _store(self, operation: Awaitable[T], failed: T | None = None) -> T | None:
         """Run a storage operation; a database failure is logged and counted, never fatal."""
@@ -426,7 +455,13 @@ class TranscriptionPipeline:
         sent = await self._reply(job.chat_id, job.message_id, text, markup=markup)
         if sent is not None:
             running.job = _with_placeholder(job, sent.message_id)
-            await self._store(self.storage.set_job_placeholder(job.id, sent.message_id))
+            if _persisted(job):
+                await self._store(self.storage.set_job_placeholder(job.id, sent.message_id))
+
+
+def _persisted(job: Job) -> bool:
+    """Whether the job has a database row (see `_create_job` for the ones that do not)."""
+    return job.id > 0
 
 
 def _with_placeholder(job: Job, message_id: int) -> Job:

@@ -42,6 +42,16 @@ ALREADY = "This message has already been transcribed."
 SENT_AS_FILE = "The transcript is long ({words} words), so here it is as a file."
 TELEGRAM_FAILED = "I couldn't fetch this file from Telegram. Please send it again."
 STORAGE_FAILED_NOTE = "(I couldn't save this one to your history.)"
+NOT_YOUR_JOB = "Only the person who sent this file can cancel it."
+NOT_YOUR_TRANSCRIPT = "Only the person who asked for this transcript can download it."
+ALREADY_FINISHED = "This transcription is already finished."
+CANCELLING = "Cancelling…"
+STALE_BUTTON = "This button is no longer valid."
+
+
+def rate_limited(retry_after: float) -> str:
+    """The answer to a user over USER_MAX_CONCURRENT_JOBS or USER_JOBS_PER_MINUTE."""
+    return f"You're sending files faster than I can take them. Please try again in {max(1, round(retry_after))} s."
 
 
 def placeholder(duration: float | None, ahead: int) -> str:

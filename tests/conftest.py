@@ -6,8 +6,13 @@ server over real HTTP, with a real SQLite file and the real worker pool.
 
 from __future__ import annotations
 
-import asyncio
 import os
+
+# Tests never reach the Hugging Face hub: fail fast instead of retrying a dead network
+# (set before transformers/huggingface_hub read it at import; bot subprocesses inherit it).
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import asyncio  # noqa: E402
 import signal as signals
 import subprocess
 import sys

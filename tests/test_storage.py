@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shutil
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -105,9 +108,15 @@ async def add(
     )
 
 
-def raw(path: Path) -> sqlite3.Connection:
+@contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
     """A plain connection to inspect the file behind the Storage's back (WAL allows it)."""
-    return sqlite3.connect(path)
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
 
 
 # --- schema and connection ---------------------------------------------------------------
@@ -130,7 +139,7 @@ async def test_open_creates_folder_and_full_schema(storage: Storage, db_path: Pa
 async def test_reopening_a_current_database_changes_nothing(db_path: Path) -> None:
     async with Storage.open(db_path) as first:
         await add(first, "kept across restarts")
-    async with Storage.open(db_path) as second:
+    async with await Storage.open(db_path) as second:
         assert (await second.pragmas())["user_version"] == SCHEMA_VERSION
         page = await second.history_page(ALICE, chat_id=None, offset=0, limit=5)
         assert [item.text for item in page.items] == ["kept across restarts"]
@@ -155,7 +164,6 @@ async def test_upgrade_from_previous_schema_version(db_path: Path, clock: FakeCl
             " '[[\"legacy\",0.0,0.4]]', 'old-model', ?, 0.3, ?)",
             (ALICE, GROUP, json.dumps({"chunk_seconds": 30.0, "stride_seconds": 5.0}), START - 60),
         )
-    conn.close()
 
     async with Storage.open(db_path, clock=clock) as storage:
         assert (await storage.pragmas())["user_version"] == SCHEMA_VERSION
@@ -173,21 +181,34 @@ async def test_upgrade_from_previous_schema_version(db_path: Path, clock: FakeCl
         assert {hit.id for hit in found.items} == {old.id, new_id}
 
 
+async def test_a_failed_migration_changes_nothing(db_path: Path) -> None:
+    """Migrations run in one transaction: a step that fails leaves the file as it was."""
+    db_path.parent.mkdir(parents=True)
+    with raw(db_path) as conn:
+        for statement in MIGRATIONS[0].statements:
+            conn.execute(statement)
+        conn.execute("CREATE TABLE transcripts_fts (x)")  # collides with migration 2
+        conn.execute("PRAGMA user_version = 1")
+    with pytest.raises(StorageError, match=r"migration 2 \(full-text search\) failed"):
+        await Storage.open(db_path)
+    with raw(db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'").fetchone()[0] == 0
+
+
 async def test_newer_schema_is_refused_with_a_clear_message(db_path: Path) -> None:
     db_path.parent.mkdir(parents=True)
     with raw(db_path) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
     expected = (
         f"database schema version {SCHEMA_VERSION + 1} is newer than this bot supports"
         f" ({SCHEMA_VERSION}); upgrade the bot"
     )
-    with pytest.raises(StorageError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(StorageError, match=re.escape(expected)):
         await Storage.open(db_path)
     with raw(db_path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
         assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
-    conn.close()
 
 
 async def test_wal_foreign_keys_and_timeouts_are_on(storage: Storage, db_path: Path) -> None:
@@ -198,7 +219,6 @@ async def test_wal_foreign_keys_and_timeouts_are_on(storage: Storage, db_path: P
     assert pragmas["busy_timeout"] == 5000
     with raw(db_path) as conn:  # WAL is a property of the file, seen by any connection
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    conn.close()
 
 
 async def test_foreign_keys_are_enforced(storage: Storage, db_path: Path) -> None:
@@ -271,19 +291,26 @@ async def test_job_life_cycle(storage: Storage, clock: FakeClock) -> None:
         await storage.finish_job(job.id, status=JobStatus.RUNNING)
 
 
-async def test_unfinished_jobs_are_resumed_after_a_crash(db_path: Path, clock: FakeClock) -> None:
-    async with Storage.open(db_path, clock=clock) as storage:
-        jobs = []
-        for message_id in (1, 2, 3, 4):
-            job, _ = await storage.create_job(job_request(message_id))
-            jobs.append(job)
-            clock.advance(1)
-        await storage.mark_job_running(jobs[1].id)
-        await storage.mark_job_running(jobs[2].id)
-        await storage.finish_job(jobs[2].id, status=JobStatus.DONE)
-        # The process dies here, jobs[1] still "running".
+async def test_unfinished_jobs_are_resumed_after_a_crash(
+    storage: Storage, db_path: Path, tmp_path: Path, clock: FakeClock
+) -> None:
+    jobs = []
+    for message_id in (1, 2, 3, 4):
+        job, _ = await storage.create_job(job_request(message_id))
+        jobs.append(job)
+        clock.advance(1)
+    await storage.mark_job_running(jobs[1].id)
+    await storage.mark_job_running(jobs[2].id)
+    await storage.finish_job(jobs[2].id, status=JobStatus.DONE)
+    # The process dies here, jobs[1] still "running": what it leaves on disk is the file
+    # and its un-checkpointed WAL, copied now, without the clean close.
+    crashed = tmp_path / "after-crash" / "bot.sqlite3"
+    crashed.parent.mkdir()
+    for suffix in ("", "-wal"):
+        shutil.copyfile(f"{db_path}{suffix}", f"{crashed}{suffix}")
+    assert Path(f"{crashed}-wal").stat().st_size > 0
 
-    async with Storage.open(db_path, clock=clock) as storage:
+    async with Storage.open(crashed, clock=clock) as storage:
         pending = await storage.unfinished_jobs()
         assert [(j.id, j.status) for j in pending] == [
             (jobs[0].id, JobStatus.QUEUED),
@@ -585,7 +612,6 @@ async def test_forget_leaves_no_row_of_the_user(storage: Storage, db_path: Path)
         assert fts_rows == [(bob_id,)]
         conn.execute("INSERT INTO transcripts_fts (transcripts_fts) VALUES ('integrity-check')")
         assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 1
-    conn.close()
 
     assert await storage.get_store_history(ALICE) is True  # back to defaults
     assert await storage.get_auto_transcribe(ALICE) is True
@@ -616,7 +642,6 @@ async def test_purge_older_than(
     assert await storage.purge_older_than(5) == 0
     with raw(db_path) as conn:
         conn.execute("INSERT INTO transcripts_fts (transcripts_fts) VALUES ('integrity-check')")
-    conn.close()
     with pytest.raises(ValueError):
         await storage.purge_older_than(0)
 

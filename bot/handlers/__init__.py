@@ -40,6 +40,7 @@ def register(application: Application) -> None:  # type: ignore[type-arg]
     application.add_handler(MessageHandler(MEDIA & ~filters.UpdateType.EDITED, media.on_media))
     application.add_handler(CallbackQueryHandler(buttons.on_cancel, pattern=buttons.CANCEL))
     application.add_handler(CallbackQueryHandler(buttons.on_format, pattern=buttons.FORMAT))
+    application.add_handler(CallbackQueryHandler(buttons.on_unknown))
     application.add_handler(
         MessageHandler(filters.ChatType.PRIVATE & ~filters.COMMAND & ~filters.UpdateType.EDITED & ~MEDIA, media.on_other)
     )

@@ -1,20 +1,27 @@
 """Inline buttons: Cancel on a running job, and .txt/.srt/.vtt under a finished transcript.
 
-Callback data comes from the client and is validated, never trusted: the ids are parsed
-strictly, and ownership is checked against the database (a transcript is only sent to
-its owner; a job is only cancelled by its requester).
+Callback data comes from the client and is validated, never trusted: any client can send
+any string as the data of any button. The ids are parsed strictly, and ownership is
+checked against the owner of the job or transcript (a transcript is only sent to its
+owner; a job is only cancelled by its requester). Data matching nothing is answered too,
+so a forged or outdated press never leaves the client's spinner running.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
-from telegram import Update
+from telegram import ReplyParameters, Update
 
+from bot import replies
 from bot.context import Context
 from bot.formats import to_srt, to_txt, to_vtt
 
-CANCEL = re.compile(r"^cancel:(\d{1,18})$")
+log = logging.getLogger(__name__)
+
+#: Jobs the database could not record run under negative ids (see `TranscriptionPipeline`).
+CANCEL = re.compile(r"^cancel:(-?\d{1,18})$")
 FORMAT = re.compile(r"^fmt:(\d{1,18}):(txt|srt|vtt)$")
 
 
@@ -25,11 +32,12 @@ async def on_cancel(update: Update, context: Context) -> None:
         return
     result = context.bot_data.pipeline.cancel(int(match.group(1)), user_id=query.from_user.id)
     if result is False:
-        await query.answer("Only the person who sent this file can cancel it.", show_alert=True)
+        log.info("refused cancel of job %s by user %s", match.group(1), query.from_user.id)
+        await query.answer(replies.NOT_YOUR_JOB, show_alert=True)
     elif result is None:
-        await query.answer("This transcription is already finished.")
+        await query.answer(replies.ALREADY_FINISHED)
     else:
-        await query.answer("Cancelling…")
+        await query.answer(replies.CANCELLING)
 
 
 async def on_format(update: Update, context: Context) -> None:
@@ -39,16 +47,30 @@ async def on_format(update: Update, context: Context) -> None:
         return
     record = await context.bot_data.storage.get_transcript(int(match.group(1)), user_id=query.from_user.id)
     if record is None:
-        await query.answer("Only the person who asked for this transcript can download it.", show_alert=True)
+        log.info("refused transcript %s to user %s", match.group(1), query.from_user.id)
+        await query.answer(replies.NOT_YOUR_TRANSCRIPT, show_alert=True)
         return
     fmt = match.group(2)
     transcription = record.transcription
     body = {"txt": lambda: to_txt(transcription.text), "srt": lambda: to_srt(transcription.words),
             "vtt": lambda: to_vtt(transcription.words)}[fmt]()
     await query.answer()
+    message = query.message
     await context.bot.send_document(
-        query.from_user.id if query.message is None else query.message.chat.id,
+        query.from_user.id if message is None else message.chat.id,
         body.encode(),
         filename=f"transcript-{record.id}.{fmt}",
-        reply_to_message_id=query.message.message_id if query.message else None,
+        # The message under which the button was pressed may be gone by now.
+        reply_parameters=(
+            None if message is None
+            else ReplyParameters(message_id=message.message_id, allow_sending_without_reply=True)
+        ),
     )
+
+
+async def on_unknown(update: Update, _context: Context) -> None:
+    """Any other callback data: malformed, forged, or from a button of an older version."""
+    query = update.callback_query
+    if query is not None:
+        log.info("unknown callback data %r from user %s", (query.data or "")[:64], query.from_user.id)
+        await query.answer(replies.STALE_BUTTON)
