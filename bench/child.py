@@ -125,12 +125,19 @@ def task_cold_start(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------
 
 
-def _memory_of(processes: list[Any]) -> list[dict[str, Any]]:
+def _role(process: Any, parent_pid: int) -> str:
+    if process.pid == parent_pid:
+        return "parent"
+    command = " ".join(process.cmdline())
+    return "resource tracker" if "resource_tracker" in command else "worker"
+
+
+def _memory_of(processes: list[Any], parent_pid: int) -> list[dict[str, Any]]:
     rows = []
     for process in processes:
         try:
             info = process.memory_full_info()
-            rows.append({"pid": process.pid, "name": process.name(), "rss_mb": info.rss / 2**20,
+            rows.append({"pid": process.pid, "role": _role(process, parent_pid), "rss_mb": info.rss / 2**20,
                          "pss_mb": info.pss / 2**20, "uss_mb": info.uss / 2**20})
         except Exception:  # noqa: BLE001 - a process that exited meanwhile has no memory to count
             continue
@@ -153,7 +160,7 @@ def task_memory(args: argparse.Namespace) -> None:
         await pool.start()
         await asyncio.gather(*(pool.transcribe(Path(args.file), owner=i) for i in range(args.workers)))
         me = psutil.Process()
-        rows = _memory_of([me, *me.children(recursive=True)])
+        rows = _memory_of([me, *me.children(recursive=True)], me.pid)
         await pool.shutdown()
         return rows
 

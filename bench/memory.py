@@ -32,6 +32,10 @@ def run(opts: Options) -> Section:
     for workers in WORKER_COUNTS:
         section.add(Row("memory", f"{workers} worker(s): sum RSS / sum PSS",
                         f"{totals[workers]['rss_mb']:.0f} / {totals[workers]['pss_mb']:.0f} MB", n))
+    largest = raw[str(WORKER_COUNTS[-1])][0]["processes"]
+    private = {role: [p["uss_mb"] for p in largest if p["role"] == role] for role in ("parent", "worker")}
+    section.add(Row("memory", f"private (USS) with {WORKER_COUNTS[-1]} workers: parent / each worker",
+                    f"{median(private['parent']):.0f} / {median(private['worker']):.0f} MB", 1))
     ratio = totals[4]["pss_mb"] / totals[1]["pss_mb"]
     section.data["pss_ratio_4_to_1"] = ratio
     section.add(Row("memory", "4 workers / 1 worker (PSS)", fmt_ratio(ratio), n,

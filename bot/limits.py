@@ -1,4 +1,5 @@
-"""Per-user limits: files per minute and jobs at once, so nobody can crowd out others."""
+"""Limits: per user (files per minute, jobs at once), so nobody can crowd out others, and a
+token bucket for optional Telegram calls, so they never crowd out the ones that matter."""
 
 from __future__ import annotations
 
@@ -36,3 +37,28 @@ class UserLimiter:
         self._active[user_id] = max(0, self._active[user_id] - 1)
         if not self._active[user_id]:
             del self._active[user_id]
+
+
+class TokenBucket:
+    """`rate` tokens a second, holding at most `burst`; taking one never waits.
+
+    For calls that may be skipped (progress edits, chat actions): under load they are
+    dropped here instead of queueing in front of transcripts at Telegram's rate limit.
+    """
+
+    def __init__(self, *, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._updated = clock()
+
+    def try_take(self) -> bool:
+        """Take a token if one is available."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True

@@ -32,7 +32,7 @@ from bot import metrics, replies
 from bot.asr.types import Progress, Transcription
 from bot.errors import AudioTooLongError, ExecutorOverloadedError, JobCancelledError, JobTimeoutError, VoiceBotError
 from bot.executor import Transcriber, TranscriptionJob
-from bot.limits import UserLimiter
+from bot.limits import TokenBucket, UserLimiter
 from bot.media import Media, describe_origin
 from bot.settings import Settings
 from bot.storage import Job, JobRequest, JobStatus, Storage, StorageError
@@ -46,6 +46,10 @@ MAX_ATTEMPTS = 3
 CANCELLABLE_SECONDS = 30.0
 #: Tries of one Telegram call that fails with a network error, timeout or flood wait.
 TELEGRAM_ATTEMPTS = 4
+#: Optional messages (progress edits, chat actions) per second, all chats together: a third of
+#: the 30 a second Telegram allows a bot (PTB's AIORateLimiter holds every call to that), so a
+#: long queue's position updates can't delay placeholders and transcripts.
+COSMETIC_CALLS_PER_SECOND = 10.0
 #: Storage failures that must not stop a transcript from reaching the user.
 STORAGE_ERRORS = (sqlite3.Error, aiosqlite.Error, StorageError, OSError, ValueError)
 _NOT_FOUND = ("message to edit not found", "message to be replied not found", "message_id_invalid")
@@ -91,6 +95,7 @@ class TranscriptionPipeline:
         self.limiter = UserLimiter(
             per_minute=settings.user_jobs_per_minute, concurrent=settings.user_max_concurrent_jobs
         )
+        self._cosmetic = TokenBucket(rate=COSMETIC_CALLS_PER_SECOND, burst=COSMETIC_CALLS_PER_SECOND)
         self._running: dict[int, _Running] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -137,6 +142,8 @@ class TranscriptionPipeline:
             if explicit:
                 await self._reply(chat.id, message.message_id, replies.ALREADY)
             return
+        # Registered before the placeholder shows its Cancel button, so a press finds the job.
+        running = self._register(job, started)
         await self._send_action(chat.id)
         ahead = self.transcriber.queue_depth
         try:
@@ -150,8 +157,8 @@ class TranscriptionPipeline:
         if placeholder is not None:
             if _persisted(job):
                 await self._store(self.storage.set_job_placeholder(job.id, placeholder.message_id))
-            job = _with_placeholder(job, placeholder.message_id)
-        self._spawn(job, started)
+            running.job = _with_placeholder(running.job, placeholder.message_id)
+        self._spawn(running)
 
     async def auto_transcribe(self, chat_id: int) -> bool:
         """Whether a group wants every voice note transcribed (the default)."""
@@ -161,7 +168,7 @@ class TranscriptionPipeline:
         """Restart jobs left queued or running by a previous process."""
         for job in jobs:
             self.limiter.try_acquire(job.user_id)
-            self._spawn(job, time.monotonic())
+            self._spawn(self._register(job, time.monotonic()))
 
     def cancel(self, job_id: int, *, user_id: int) -> bool | None:
         """Cancel a running job; None if it isn't running here, False if not the requester's."""
@@ -180,9 +187,18 @@ class TranscriptionPipeline:
         self._closing = True
 
     async def drain(self, timeout: float = 10.0) -> None:
-        """Wait for job tasks to wind down (after the transcriber was shut down)."""
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=timeout)
+        """Wait for job tasks to wind down (after the transcriber was shut down), then cancel the rest.
+
+        A task still waiting past `timeout` is cancelled rather than left to be destroyed
+        with the event loop: it ends as "interrupted", and its row stays for the next start.
+        """
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
 
     @property
     def active_jobs(self) -> int:
@@ -190,14 +206,18 @@ class TranscriptionPipeline:
 
     # -- one job -----------------------------------------------------------------------
 
-    def _spawn(self, job: Job, started: float) -> None:
-        task = asyncio.create_task(self._run(job, started), name=f"job-{job.id}")
+    def _register(self, job: Job, started: float) -> _Running:
+        running = _Running(job, started)
+        self._running[job.id] = running
+        return running
+
+    def _spawn(self, running: _Running) -> None:
+        task = asyncio.create_task(self._run(running), name=f"job-{running.job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, job: Job, started: float) -> None:
-        running = _Running(job, started)
-        self._running[job.id] = running
+    async def _run(self, running: _Running) -> None:
+        job, started = running.job, running.started
         outcome = "failed"
         result: Transcription | None = None
         try:
@@ -217,6 +237,11 @@ class TranscriptionPipeline:
                 await self._edit(running, exc.user_message)
             except TelegramError as error:
                 log.warning("could not tell chat %s about job %s: %s", job.chat_id, job.id, error)
+        except asyncio.CancelledError:
+            # Only `drain` cancels job tasks, at shutdown: the row stays queued/running.
+            outcome = "interrupted"
+            log.info("job %s interrupted by shutdown; the next start resumes it", job.id)
+            raise
         except ExecutorOverloadedError as exc:
             # Every worker busy and the queue full: a polite "try later", not a failure.
             outcome = "refused"
@@ -293,22 +318,25 @@ class TranscriptionPipeline:
         assert running.handle is not None
         result = asyncio.ensure_future(running.handle.result())
         shown = ""
-        while True:
-            done, _ = await asyncio.wait({result}, timeout=self.settings.progress_interval_seconds)
-            if done:
-                return result.result()
-            ahead = running.handle.position() or 0
-            if running.latest is not None:
-                text = replies.progress(running.latest)
-            else:
-                text = replies.placeholder(running.job.duration, ahead)
-            if text != shown:
-                shown = text
-                try:
-                    await self._edit(running, text, markup=self._cancel_markup(running.job))
-                except TelegramError as exc:
-                    # Progress is a courtesy: a failed edit must not fail a transcription that goes on.
-                    log.info("job %s: progress edit failed: %s", running.job.id, exc)
+        try:
+            while True:
+                done, _ = await asyncio.wait({result}, timeout=self.settings.progress_interval_seconds)
+                if done:
+                    return result.result()
+                ahead = running.handle.position() or 0
+                if running.latest is not None:
+                    text = replies.progress(running.latest)
+                else:
+                    text = replies.placeholder(running.job.duration, ahead)
+                if text != shown and self._cosmetic.try_take():  # else: skipped, tried again next time
+                    shown = text
+                    try:
+                        await self._edit(running, text, markup=self._cancel_markup(running.job))
+                    except TelegramError as exc:
+                        # Progress is a courtesy: a failed edit must not fail a transcription that goes on.
+                        log.info("job %s: progress edit failed: %s", running.job.id, exc)
+        finally:
+            result.cancel()  # a no-op once done; ends the wait when the job is cancelled at shutdown
 
     async def _deliver(self, running: _Running, result: Transcription, *, cached: bool) -> None:
         """Store the transcript for the requester, then edit/send it into the chat."""
@@ -417,6 +445,8 @@ class TranscriptionPipeline:
         return InlineKeyboardMarkup([[InlineKeyboardButton("Cancel", callback_data=f"cancel:{job.id}")]])
 
     async def _send_action(self, chat_id: int) -> None:
+        if not self._cosmetic.try_take():
+            return
         try:
             await self.bot.send_chat_action(chat_id, ChatAction.TYPING)
         except TelegramError as exc:
