@@ -169,21 +169,23 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_child(argv: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 1200.0) -> ChildRun:
+def run_child(argv: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 1200.0,
+              stream_stderr: bool = False) -> ChildRun:
     """Run `argv` to completion and read its resource usage with `wait4`.
 
     `wait4` gives this one child's peak RSS (the kernel reports the larger of the child's
     own and its waited-for descendants', e.g. ffmpeg), whereas RUSAGE_CHILDREN would be
     the maximum over every child this process ever had. Output goes to temporary files
-    so a chatty child can never block on a full pipe while we wait.
+    so a chatty child can never block on a full pipe while we wait; `stream_stderr`
+    passes stderr through instead, for long children that report progress there.
     """
     out_path = CACHE / f"child-{os.getpid()}-{threading.get_ident()}.out"
     err_path = out_path.with_suffix(".err")
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(out_path, "w+b") as out, open(err_path, "w+b") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                env=env or child_env(), cwd=ROOT)
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=None if stream_stderr else err,
+                                stdin=subprocess.DEVNULL, env=env or child_env(), cwd=ROOT)
         killer = threading.Timer(timeout, proc.kill)
         killer.start()
         try:
@@ -201,9 +203,9 @@ def run_child(argv: Sequence[str], *, env: dict[str, str] | None = None, timeout
     return ChildRun(proc.returncode, stdout, stderr, wall, usage.ru_maxrss / 1024.0)
 
 
-def bench_child(task: str, *args: str, timeout: float = 1200.0) -> ChildRun:
+def bench_child(task: str, *args: str, timeout: float = 1200.0, stream_stderr: bool = False) -> ChildRun:
     """Run one task of `bench.child` in a fresh interpreter."""
-    return run_child([PYTHON, "-m", "bench.child", task, *args], timeout=timeout)
+    return run_child([PYTHON, "-m", "bench.child", task, *args], timeout=timeout, stream_stderr=stream_stderr)
 
 
 # ----------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def run(opts: Options) -> Section:
     print(f"variants: {LENGTH_SECONDS} s note, n={n} per variant (this is the long one)", file=sys.stderr, flush=True)
     data = bench_child("variants", "--model", str(opts.model_dir), "--file", str(voice_note(LENGTH_SECONDS)),
                        "--reps", str(n), "--threads", str(opts.threads), *(["--quick"] if opts.quick else []),
-                       timeout=3600).json()
+                       timeout=3600, stream_stderr=True).json()
     variants = data["variants"]
     default = variants[0]
     last_default = variants[-1]

@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -39,6 +40,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+with warnings.catch_warnings():
+    # pydub warns at import when ffmpeg is missing; check_ffmpeg() reports that properly.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    from pydub import AudioSegment
 
 from bot.errors import AudioDecodeError, AudioTooLongError, FFmpegMissingError
 
@@ -220,12 +226,20 @@ def _input_url(path: Path) -> str:
 
 
 def _binary(name: str) -> str:
-    """Absolute path of `name` on PATH, resolved per call so an uninstall is noticed.
+    """Absolute path of ffmpeg/ffprobe, resolved per call so an uninstall is noticed.
 
-    `shutil.which` rather than `pydub.utils.which`: pydub searches the current
-    directory before PATH, which would run a planted `./ffmpeg`.
+    pydub's `AudioSegment.converter` is the knob for which ffmpeg to use (an operator may
+    point it at a static build); ffprobe is looked up beside it. `shutil.which` rather
+    than `pydub.utils.which`: pydub searches the current directory before PATH, which
+    would run a planted `./ffmpeg`.
     """
-    found = shutil.which(name)
+    converter = shutil.which(AudioSegment.converter) or AudioSegment.converter
+    if name == "ffmpeg":
+        wanted = converter
+    else:
+        sibling = Path(converter).with_name(name)
+        wanted = str(sibling) if Path(converter).is_absolute() and sibling.exists() else name
+    found = shutil.which(wanted)
     if found is None:
         raise FFmpegMissingError(f"{name} not found on PATH: {_INSTALL_HINT}")
     return found

@@ -41,12 +41,11 @@ class AudioTooLongError(AudioDecodeError):
     def __init__(self, duration: float, limit: float) -> None:
         self.duration = duration
         self.limit = limit
+        # When decoding was cut off at the limit, the real length is unknown: say "longer than".
+        length = f"({format_duration(duration)})" if duration > limit + 1 else f"(over {format_duration(limit)})"
         super().__init__(
             f"audio is {duration:.0f}s, limit {limit:.0f}s",
-            user_message=(
-                f"This recording is too long ({format_duration(duration)}); "
-                f"I transcribe up to {format_duration(limit)}."
-            ),
+            user_message=f"This recording is too long {length}; I transcribe up to {format_duration(limit)}.",
         )
 
 

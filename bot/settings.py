@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         default=20.0, gt=0, description="Larger files are refused before download (Bot API limit: 20 MB)."
     )
     ffmpeg_timeout_seconds: float = Field(default=120.0, gt=0, description="ffmpeg is killed after this long.")
-    ffmpeg_memory_mb: int = Field(default=1024, ge=64, description="Address-space limit of each ffmpeg process.")
+    ffmpeg_memory_mb: int = Field(default=1024, ge=384, description="Address-space limit of each ffmpeg process.")
 
     # --- Bot behaviour ----------------------------------------------------------------
     transcript_file_chars: int = Field(

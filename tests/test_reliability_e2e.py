@@ -196,8 +196,8 @@ async def test_hostile_files_each_get_a_clear_reply_and_leave_no_temp_files(
     case("FLAC bomb with unknown length",
          telegram.send_document(u := next(user), u, add(media["flac_bomb"].read_bytes()),
                                 mime_type="audio/flac", file_name="voice.flac"),
-         # Only the decoder's cap stops it, at the limit: the message can't say how long it really is.
-         "This recording is too long (10:00); I transcribe up to 10:00.")
+         # Only the decoder's cap stops it, at the limit: the real length is unknown.
+         "This recording is too long (over 10:00); I transcribe up to 10:00.")
     case("video without an audio track",
          telegram.send_video(u := next(user), u, add(media["no_audio_video"].read_bytes()), duration=2),
          NO_AUDIO_TRACK)
