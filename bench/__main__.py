@@ -57,12 +57,17 @@ def _table(rows: list[Row]) -> str:
     return "\n".join([render(header), rule, *(render(line) for line in lines)])
 
 
-def _cpu_pressure() -> str:
-    """Linux PSI for the CPU ("some" averages): how much other load competed with us."""
+def _cpu_stall_us() -> int | None:
+    """Linux PSI: total µs in which some runnable task waited for a CPU (None if unsupported).
+
+    Its growth over a benchmark, as a share of the wall time, says how contended the CPU
+    was while the figures were taken; on a shared machine that explains outliers.
+    """
     try:
-        return Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
     except OSError:
-        return "unavailable"
+        return None
+    return int(some.rsplit("total=", 1)[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,16 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = (args.model or ensure_base_model()).resolve()
     opts = Options(model_dir=model_dir, quick=args.quick, threads=args.threads)
     machine = machine_info(args.threads)
-    machine["cpu_pressure_at_start"] = _cpu_pressure()
     print(f"bench: {', '.join(args.names)} | model {model_dir} | {'quick' if args.quick else 'full'} | "
           f"{machine['cpu_model']}, {machine['logical_cpus']} CPUs, torch {machine['torch']}, "
           f"{args.threads} threads, load {machine['loadavg_at_start']}", flush=True)
 
     began = time.perf_counter()
+    stall_at_start = _cpu_stall_us()
     rows: list[Row] = []
     results: dict[str, object] = {}
     for name in args.names:
         started = time.perf_counter()
+        stall_before = _cpu_stall_us()
         runner: Callable[[Options], Section] = importlib.import_module(f"bench.{name}").run
         try:
             section = runner(opts)
@@ -88,14 +94,22 @@ def main(argv: list[str] | None = None) -> int:
             section = Section(rows=[Row(name, "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:120],
                                         passed=False)], data={"error": repr(exc)})
         elapsed = time.perf_counter() - started
+        stall_after = _cpu_stall_us()
+        contention = ""
+        if stall_before is not None and stall_after is not None:
+            share = (stall_after - stall_before) / 1e6 / elapsed
+            section.data["cpu_stall_share"] = share
+            contention = f"; some task waited for a CPU {share:.0%} of that time"
         section.data["elapsed_seconds"] = elapsed
         results[name] = section.data
         rows.extend(section.rows)
-        print(f"\n{_table(section.rows)}\n({name}: {elapsed:.0f} s)\n", flush=True)
+        print(f"\n{_table(section.rows)}\n({name}: {elapsed:.0f} s{contention})\n", flush=True)
 
     machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    machine["cpu_pressure_at_end"] = _cpu_pressure()
     total = time.perf_counter() - began
+    stall_at_end = _cpu_stall_us()
+    if stall_at_start is not None and stall_at_end is not None:
+        machine["cpu_stall_share"] = (stall_at_end - stall_at_start) / 1e6 / total
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "mode": "quick" if args.quick else "full",
@@ -111,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = [row.verdict for row in rows]
     print(f"\n{verdicts.count('PASS')} PASS, {verdicts.count('FAIL')} FAIL; {total / 60:.1f} min; "
           f"load average {machine['loadavg_at_start']} → {machine['loadavg_at_end']}; "
+          f"CPU stall share {machine.get('cpu_stall_share', float('nan')):.0%}; "
           f"written to {args.output}")
     return 0
 

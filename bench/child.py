@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,48 +41,61 @@ def _decode(path: str | Path) -> Any:
 # ----------------------------------------------------------------------------------------
 
 
-def task_engine(args: argparse.Namespace) -> None:
-    """Load once, warm up on a short file, then time `reps` transcriptions of `file`.
+Runner = Callable[[str], dict[str, Any]]
 
-    Times are file -> text, decoding included, for both methods (the seed's librosa load
-    is part of its method); ours also reports model-only time.
+
+def _ours(model: str) -> Runner:
+    """Our engine with the default settings: decode_audio, then chunked transcription."""
+    from bot.asr.engine import SpeechRecognizer
+    from bot.asr.loading import load_ctc_model
+
+    settings = default_settings()
+    recognizer = SpeechRecognizer(load_ctc_model(model, attention=settings.asr_attention), device="cpu")
+
+    def once(path: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        audio = _decode(path)
+        decoded = time.perf_counter() - started
+        result = recognizer.transcribe(audio, chunk_seconds=settings.asr_chunk_seconds,
+                                       stride_seconds=settings.asr_stride_seconds)
+        return {"total": time.perf_counter() - started, "decode": decoded, "model": result.processing_seconds}
+
+    return once
+
+
+def _seed(model: str) -> Runner:
+    """The seed tutorial's method (librosa load, one forward pass) on the same weights."""
+    from bench.seed_method import load_seed, seed_transcribe_loaded
+
+    processor, loaded = load_seed(model)
+
+    def once(path: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        seed_transcribe_loaded(path, processor, loaded)
+        return {"total": time.perf_counter() - started}
+
+    return once
+
+
+def task_engine(args: argparse.Namespace) -> None:
+    """Warm file -> text times (decoding included) of the given methods, interleaved.
+
+    With both methods in one process, each repetition runs ours then the seed's back to
+    back, so load from other processes on a shared machine hits both alike and their
+    ratio stays meaningful. Peak RSS is measured elsewhere, one method per process.
     """
     import torch
 
     torch.set_num_threads(args.threads)
-    began = time.perf_counter()
-    if args.method == "seed":
-        from bench.seed_method import load_seed, seed_transcribe_loaded
-
-        processor, model = load_seed(args.model)
-        load_seconds = time.perf_counter() - began
-
-        def once(path: str) -> dict[str, Any]:
-            started = time.perf_counter()
-            text = seed_transcribe_loaded(path, processor, model)
-            return {"total": time.perf_counter() - started, "text": text}
-    else:
-        from bot.asr.engine import SpeechRecognizer
-        from bot.asr.loading import load_ctc_model
-
-        settings = default_settings()
-        recognizer = SpeechRecognizer(load_ctc_model(args.model, attention=settings.asr_attention), device="cpu")
-        load_seconds = time.perf_counter() - began
-
-        def once(path: str) -> dict[str, Any]:
-            started = time.perf_counter()
-            audio = _decode(path)
-            decoded = time.perf_counter() - started
-            result = recognizer.transcribe(audio, chunk_seconds=settings.asr_chunk_seconds,
-                                           stride_seconds=settings.asr_stride_seconds)
-            return {"total": time.perf_counter() - started, "decode": decoded,
-                    "model": result.processing_seconds, "text": result.raw_text}
-
-    once(args.warmup)
-    runs = [once(args.file) for _ in range(args.reps)]
-    _emit({"load_seconds": load_seconds, "threads": torch.get_num_threads(),
-           "runs": [{k: v for k, v in run.items() if k != "text"} for run in runs],
-           "text_chars": len(runs[-1]["text"])})
+    runners = {name: {"ours": _ours, "seed": _seed}[name](args.model) for name in args.methods.split(",")}
+    for once in runners.values():
+        once(args.warmup)
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in runners}
+    for path, reps in zip(args.files.split(","), map(int, args.reps.split(",")), strict=True):
+        for _ in range(reps):
+            for name, once in runners.items():
+                results[name].setdefault(path, []).append(once(path))
+    _emit({"threads": torch.get_num_threads(), "runs": results})
 
 
 # ----------------------------------------------------------------------------------------
@@ -90,8 +106,9 @@ def task_engine(args: argparse.Namespace) -> None:
 def task_cold_start(args: argparse.Namespace) -> None:
     """Start a 1-worker pool and report seconds since the parent launched us (`--t0`, epoch).
 
-    Marks: script started (interpreter and harness up), imports done, model loaded (load_ctc_model in the pool's
-    parent, timed by wrapping it), worker ready (start() returned), first 5 s note done.
+    Marks: script started (interpreter and harness up), imports done, model loaded
+    (load_ctc_model in the pool's parent, timed by wrapping it), worker ready (start()
+    returned), first 5 s note done.
     """
     marks = {"script_started": time.time() - args.t0}
     from bot import executor
@@ -133,13 +150,15 @@ def _role(process: Any, parent_pid: int) -> str:
 
 
 def _memory_of(processes: list[Any], parent_pid: int) -> list[dict[str, Any]]:
+    import psutil
+
     rows = []
     for process in processes:
         try:
             info = process.memory_full_info()
             rows.append({"pid": process.pid, "role": _role(process, parent_pid), "rss_mb": info.rss / 2**20,
                          "pss_mb": info.pss / 2**20, "uss_mb": info.uss / 2**20})
-        except Exception:  # noqa: BLE001 - a process that exited meanwhile has no memory to count
+        except psutil.Error:  # a process that exited meanwhile has no memory to count
             continue
     return rows
 
@@ -185,7 +204,8 @@ def task_throughput(args: argparse.Namespace) -> None:
     notes = json.loads(Path(args.notes).read_text())
 
     async def main() -> dict[str, Any]:
-        settings = default_settings(asr_model=args.model, asr_workers=args.workers, asr_threads_per_worker=args.threads)
+        settings = default_settings(asr_model=args.model, asr_workers=args.workers,
+                                    asr_threads_per_worker=args.threads)
         pool = ProcessPoolTranscriber(EngineConfig.from_settings(settings), workers=args.workers)
         await pool.start()
         await asyncio.gather(*(pool.transcribe(Path(args.warmup), owner=i) for i in range(args.workers)))
@@ -257,10 +277,11 @@ def _cpu_support() -> dict[str, Any]:
 def task_variants(args: argparse.Namespace) -> None:
     """Every opt-in mode and chunking/thread choice against the fp32/sdpa default, same process.
 
-    Each variant gets a freshly loaded model (bf16 converts modules in place), one
-    warm-up call (for torch.compile that call is the compilation, reported apart), then
-    `reps` timed calls. The default is measured first and again last, so drift on a
-    shared machine shows up as a gap between the two.
+    Each variant gets a freshly loaded model (bf16 converts modules in place) and one
+    warm-up call (for torch.compile that call is the compilation, reported apart). Then
+    every timed variant run is followed by a default run, and the variant's speed-up is
+    its time against the mean of the default runs on either side of it: on a shared
+    machine the load changes from minute to minute, and only neighbours see the same.
     """
     import torch
 
@@ -270,70 +291,73 @@ def task_variants(args: argparse.Namespace) -> None:
     settings = default_settings()
     chunk0, stride0 = settings.asr_chunk_seconds, settings.asr_stride_seconds
     audio = _decode(args.file)
-    sr = 16000
-    duration = len(audio) / sr
-    warmup = audio[: int((chunk0 * 2 - stride0 * 2) * sr)]
-    recognizers: dict[str, Any] = {}
+    duration = len(audio) / 16000
+    warmup = audio[: int((chunk0 * 2 - stride0 * 2) * 16000)]
 
     def recognizer(attention: str = "sdpa", compute_type: str = "float32", compile: bool = False) -> Any:
-        key = f"{attention}/{compute_type}/{compile}"
-        if key not in recognizers:
-            recognizers[key] = SpeechRecognizer(load_ctc_model(args.model, attention=attention), device="cpu",
-                                                compute_type=compute_type, compile=compile)
-        return recognizers[key]
-
-    reference: dict[str, Any] = {}
-    results: list[dict[str, Any]] = []
-
-    def measure(name: str, rec: Any, *, chunk: float = chunk0, stride: float = stride0,
-                threads: int = args.threads, reps: int = args.reps) -> None:
-        torch.set_num_threads(threads)
-        started = time.perf_counter()
-        rec.transcribe(warmup, chunk_seconds=chunk, stride_seconds=stride)
-        first_call = time.perf_counter() - started
-        times, ids, text = [], None, ""
-        for _ in range(reps):
-            result, ids = _transcribe_ids(rec, audio, chunk, stride)
-            times.append(result.processing_seconds)
-            text = result.raw_text
-        torch.set_num_threads(args.threads)
-        if "ids" not in reference:
-            reference.update(ids=ids, text=text)
-        entry = {"name": name, "chunk": chunk, "stride": round(stride, 3), "threads": threads,
-                 "times": times, "rtf": sorted(times)[len(times) // 2] / duration, "first_call": first_call,
-                 "agreement": _agreement(ids, reference["ids"]), "same_text": text == reference["text"]}
-        if "one_pass_ids" in reference:
-            entry["agreement_one_pass"] = _agreement(ids, reference["one_pass_ids"])
-        results.append(entry)
-        print(f"  variants: {name:<28} RTF {entry['rtf']:.3f}  agreement {entry['agreement']:.4f}",
-              file=sys.stderr, flush=True)
+        return SpeechRecognizer(load_ctc_model(args.model, attention=attention), device="cpu",
+                                compute_type=compute_type, compile=compile)
 
     default = recognizer()
-    measure("fp32 sdpa (default)", default)
+    default.transcribe(warmup, chunk_seconds=chunk0, stride_seconds=stride0)
+    first, reference_ids = _transcribe_ids(default, audio, chunk0, stride0)
+    reference: dict[str, Any] = {"ids": reference_ids, "text": first.raw_text}
+    default_times = [first.processing_seconds]
+    results: list[dict[str, Any]] = [{
+        "name": "fp32 sdpa (default)", "chunk": chunk0, "stride": stride0, "threads": args.threads,
+        "times": [first.processing_seconds], "speedups": [1.0], "first_call": 0.0, "agreement": 1.0,
+        "same_text": True,
+    }]
+
+    def measure(name: str, make: Callable[[], Any], *, chunk: float = chunk0, stride: float = stride0,
+                threads: int = args.threads) -> None:
+        """Build the variant's recognizer (dropped again afterwards), warm it up, time it."""
+        torch.set_num_threads(threads)
+        with warnings.catch_warnings(record=True) as caught:  # deprecations are findings here
+            warnings.simplefilter("always")
+            rec = make()
+            started = time.perf_counter()
+            rec.transcribe(warmup, chunk_seconds=min(chunk, len(warmup) / 16000), stride_seconds=stride)
+            first_call = time.perf_counter() - started
+        times, speedups = [], []
+        for _ in range(args.reps):
+            torch.set_num_threads(threads)
+            result, ids = _transcribe_ids(rec, audio, chunk, stride)
+            torch.set_num_threads(args.threads)
+            after = default.transcribe(audio, chunk_seconds=chunk0, stride_seconds=stride0).processing_seconds
+            times.append(result.processing_seconds)
+            speedups.append((default_times[-1] + after) / 2 / result.processing_seconds)
+            default_times.append(after)
+        entry = {"name": name, "chunk": chunk, "stride": round(stride, 3), "threads": threads, "times": times,
+                 "speedups": speedups, "first_call": first_call,
+                 "agreement": _agreement(ids, reference["ids"]), "same_text": result.raw_text == reference["text"],
+                 "warnings": sorted({str(w.message).strip().splitlines()[0][:200] for w in caught})}
+        if "one_pass_ids" in reference:
+            entry["agreement_one_pass"] = _agreement(ids, reference["one_pass_ids"])
+        else:
+            reference["one_pass_ids"] = ids  # the first variant is the one-pass reference
+        results.append(entry)
+        print(f"  variants: {name:<30} {statistics.median(speedups):.2f}x the default's speed, "
+              f"agreement {entry['agreement']:.4f}", file=sys.stderr, flush=True)
+
+    # The whole file in one pass (what the seed does): the reference for chunking's effect.
+    measure("one pass (no chunking)", lambda: default, chunk=duration + 1.0, stride=0.0)
+    measure("attention eager", lambda: recognizer(attention="eager"))
+    measure("bfloat16", lambda: recognizer(compute_type="bfloat16"))
+    measure("int8 dynamic (Linear)", lambda: recognizer(compute_type="int8"))
+    measure("torch.compile", lambda: recognizer(compile=True))
     if not args.quick:
-        # The whole file in one pass (what the seed does): the reference for chunking's effect.
-        one_pass, reference["one_pass_ids"] = _transcribe_ids(default, audio, duration + 1.0, 0.0)
-        results.append({"name": "one pass (no chunking)", "rtf": one_pass.processing_seconds / duration,
-                        "times": [one_pass.processing_seconds], "chunk": None, "stride": 0.0,
-                        "threads": args.threads, "first_call": 0.0,
-                        "agreement": _agreement(reference["one_pass_ids"], reference["ids"]),
-                        "same_text": one_pass.raw_text == reference["text"]})
-        results[0]["agreement_one_pass"] = _agreement(reference["ids"], reference["one_pass_ids"])
-    measure("attention eager", recognizer(attention="eager"))
-    measure("bfloat16", recognizer(compute_type="bfloat16"))
-    measure("int8 dynamic (Linear)", recognizer(compute_type="int8"))
-    measure("torch.compile", recognizer(compile=True))
-    if not args.quick:
-        measure("bfloat16 + torch.compile", recognizer(compute_type="bfloat16", compile=True))
+        measure("bfloat16 + torch.compile", lambda: recognizer(compute_type="bfloat16", compile=True))
     # Strides of 2.5 s and of chunk/6; 15 s / 2.5 s is both, 20 s / 2.5 s is the default.
     chunkings = [(10.0, 2.5), (30.0, 2.5), (40.0, 2.5)]
     if not args.quick:
         chunkings += [(10.0, 10 / 6), (15.0, 2.5), (20.0, 20 / 6), (30.0, 5.0), (40.0, 40 / 6)]
     for chunk, stride in chunkings:
-        measure(f"chunk {chunk:g} s / stride {stride:.2f} s", default, chunk=chunk, stride=stride)
+        measure(f"chunk {chunk:g} s / stride {stride:.2f} s", lambda: default, chunk=chunk, stride=stride)
     for threads in (1,) if args.quick else (1, 2 * args.threads):
-        measure(f"threads {threads}", default, threads=threads)
-    measure("fp32 sdpa (default, again)", default)
+        measure(f"threads {threads}", lambda: default, threads=threads)
+    results[0]["agreement_one_pass"] = _agreement(reference["ids"], reference["one_pass_ids"])
+    results[0]["times"] = default_times
     _emit({"duration": duration, "threads": args.threads, "variants": results, "cpu_support": _cpu_support()})
 
 
@@ -344,9 +368,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.child")
     tasks = parser.add_subparsers(dest="task", required=True)
     engine = tasks.add_parser("engine")
-    engine.add_argument("--method", choices=["ours", "seed"], required=True)
+    engine.add_argument("--methods", required=True, help="ours, seed or ours,seed")
+    engine.add_argument("--files", required=True, help="comma-separated paths")
+    engine.add_argument("--reps", required=True, help="comma-separated repetitions, one per file")
     engine.add_argument("--warmup", required=True)
-    engine.add_argument("--reps", type=int, default=3)
     cold = tasks.add_parser("cold-start")
     cold.add_argument("--t0", type=float, required=True)
     memory = tasks.add_parser("memory")
@@ -356,13 +381,13 @@ def main(argv: list[str] | None = None) -> None:
     throughput.add_argument("--notes", required=True)
     throughput.add_argument("--warmup", required=True)
     variants = tasks.add_parser("variants")
-    variants.add_argument("--reps", type=int, default=2)
+    variants.add_argument("--reps", type=int, required=True)
     variants.add_argument("--quick", action="store_true")
     for sub in (engine, cold, memory, throughput, variants):
         sub.add_argument("--model", required=True)
     for sub in (engine, throughput, variants):
         sub.add_argument("--threads", type=int, required=True)
-    for sub in (engine, cold, memory, variants):
+    for sub in (cold, memory, variants):
         sub.add_argument("--file", required=True)
     args = parser.parse_args(argv)
     handler = {"engine": task_engine, "cold-start": task_cold_start, "memory": task_memory,

@@ -135,9 +135,16 @@ def _worker_main(conn: Connection, cancel_seq: Any, shared: SharedModel, config:
     Messages to the parent: ("ready",), ("progress", seq, Progress),
     ("result", seq, Transcription), ("error", seq, exception).
     """
+    import signal
+
     import torch
 
     from bot.asr.engine import SpeechRecognizer
+
+    # A group-wide SIGTERM/Ctrl-C (systemd, a terminal) must not kill jobs mid-chunk: the
+    # parent decides when workers stop, through the pipe, or by killing them.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     torch.set_num_threads(config.threads)
     recognizer = SpeechRecognizer(
@@ -534,6 +541,8 @@ class ProcessPoolTranscriber:
         if not worker.ready:
             self._failed_starts += 1
         if self._closing:
+            if job is not None:
+                self._settle(job, error=JobCancelledError("shutting down"))
             return
         log.error("%s exited with code %s%s", worker.process.name, worker.process.exitcode,
                   f" during job {job.seq}" if job else "")

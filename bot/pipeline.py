@@ -52,7 +52,11 @@ TELEGRAM_ATTEMPTS = 4
 COSMETIC_CALLS_PER_SECOND = 10.0
 #: Storage failures that must not stop a transcript from reaching the user.
 STORAGE_ERRORS = (sqlite3.Error, aiosqlite.Error, StorageError, OSError, ValueError)
-_NOT_FOUND = ("message to edit not found", "message to be replied not found", "message_id_invalid")
+#: Edits that can never succeed (the placeholder was deleted, or is too old to edit after a
+#: long downtime): the text is sent as a new message instead.
+_NOT_EDITABLE = (
+    "message to edit not found", "message to be replied not found", "message_id_invalid", "message can't be edited",
+)
 
 
 class FileTooBigError(VoiceBotError):
@@ -465,7 +469,7 @@ class TranscriptionPipeline:
             return None
 
     async def _edit(self, running: _Running, text: str, *, markup: InlineKeyboardMarkup | None = None) -> None:
-        """Edit the placeholder; if there is none (or the user deleted it), send a new reply."""
+        """Edit the placeholder; if there is none (or it was deleted or is too old to edit), send a new reply."""
         job = running.job
         if job.placeholder_message_id is not None:
             try:
@@ -479,9 +483,9 @@ class TranscriptionPipeline:
                 message = str(exc).lower()
                 if "not modified" in message:
                     return
-                if not any(reason in message for reason in _NOT_FOUND):
+                if not any(reason in message for reason in _NOT_EDITABLE):
                     raise
-                log.info("placeholder of job %s is gone; sending a new message", job.id)
+                log.info("placeholder of job %s can't be edited (%s); sending a new message", job.id, exc)
         sent = await self._reply(job.chat_id, job.message_id, text, markup=markup)
         if sent is not None:
             running.job = _with_placeholder(job, sent.message_id)

@@ -1,9 +1,10 @@
 """Load: 200 voice notes from 50 users within a few seconds, through the real bot process.
 
 Ten heavy users send 16 notes each and forty users send one. Every note must end with
-exactly one answer (its transcript, or a refusal that says so), the bot's memory must stay
-bounded, and the single-note users must not wait behind the heavy ones. The figures are
-printed and written to `load.json` in the test's tmp dir (so they survive without `-s`).
+exactly one answer (its transcript, or a refusal that says so) and the bot's memory must
+stay bounded. Latencies are reported, not asserted (they depend on the machine; fairness
+itself is asserted in test_limits): the figures are printed and written to `load.json` in
+the test's tmp dir, so they survive without `-s`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import psutil
 import pytest
 
 from bot.asr.engine import SpeechRecognizer
-from tests.conftest import BotProcess, engine_text, wait_ready
+from tests.conftest import BotProcess, engine_text, final_replies, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
 
 pytestmark = pytest.mark.slow
@@ -55,13 +56,6 @@ async def _sample_rss(process: psutil.Process, samples: list[tuple[float, float]
             await asyncio.wait_for(stop.wait(), 0.5)
         except TimeoutError:
             pass
-
-
-def _final(replies: list[SentMessage]) -> list[SentMessage]:
-    """The answers to a note once none is a placeholder any more (empty while it is in progress)."""
-    if not replies or any((m.text or "").startswith("Transcribing") for m in replies):
-        return []
-    return replies
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -100,7 +94,7 @@ async def test_two_hundred_notes_from_fifty_users(
     while pending and time.monotonic() - started < 170:
         await asyncio.sleep(1.0)
         for chat, note in list(pending):
-            done = _final([m for m in telegram.sent_messages(chat) if m.reply_to_message_id == note])
+            done = final_replies(telegram, chat, note)
             if done:
                 finals[(chat, note)] = done
                 pending.discard((chat, note))
@@ -127,17 +121,22 @@ async def test_two_hundred_notes_from_fifty_users(
         (call.params.get("chat_id"), call.params.get("message_id")): call.at
         for call in telegram.calls("editMessageText") if call.params.get("text") == expected
     }
-    latencies = [
-        delivered[(chat, replies[0].message_id)] - sent_at[(chat, note)]
-        for (chat, note), replies in finals.items() if chat >= 6000 and replies[0].text == expected
-    ]
+    def latencies(single: bool) -> list[float]:
+        return [
+            delivered[(chat, replies[0].message_id)] - sent_at[(chat, note)]
+            for (chat, note), replies in finals.items()
+            if (chat >= 6000) == single and replies[0].text == expected
+        ]
+
+    singles, heavy = latencies(True), latencies(False)
     max_main = max(main for main, _ in samples)
     max_total = max(total for _, total in samples)
     figures = {
         "notes": len(sent_at), "users": HEAVY_USERS + SINGLE_USERS, "transcribed": transcribed, "refused": refused,
         "wall_seconds": round(elapsed, 1),
-        "single_user_latency_p50_s": round(statistics.median(latencies), 2),
-        "single_user_latency_p95_s": round(_percentile(latencies, 0.95), 2),
+        "single_user_latency_p50_s": round(statistics.median(singles), 2),
+        "single_user_latency_p95_s": round(_percentile(singles, 0.95), 2),
+        "heavy_user_latency_p50_s": round(statistics.median(heavy), 2) if heavy else None,
         "rss_main_baseline_mb": round(baseline_main), "rss_main_max_mb": round(max_main),
         "rss_with_workers_baseline_mb": round(baseline_total), "rss_with_workers_max_mb": round(max_total),
     }
@@ -146,7 +145,5 @@ async def test_two_hundred_notes_from_fifty_users(
 
     assert transcribed + refused == len(sent_at) and transcribed >= len(sent_at) // 2
     assert max_main - baseline_main < RSS_GROWTH_LIMIT_MB
-    assert len(latencies) == SINGLE_USERS
-    # Fair scheduling: the single notes are not served last, behind the heavy users' bursts.
-    assert statistics.median(latencies) < elapsed / 2
+    assert len(singles) == SINGLE_USERS
     assert await bot.stop() == 0
