@@ -32,9 +32,6 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 PYTHON = sys.executable
 SAMPLE_RATE = 16_000
 
-#: Lengths (seconds) of the single-file inputs: a short note, a long note, a meeting clip, a lecture.
-ENGINE_LENGTHS = (5, 30, 120, 600)
-
 # Sentences for espeak-ng when the real-speech corpus is absent (varied phonemes, ~20 s).
 _ESPEAK_TEXT = (
     "The quick brown fox jumps over the lazy dog. Please call Stella and ask her to bring "
@@ -203,9 +200,11 @@ def run_child(argv: Sequence[str], *, env: dict[str, str] | None = None, timeout
     return ChildRun(proc.returncode, stdout, stderr, wall, usage.ru_maxrss / 1024.0)
 
 
-def bench_child(task: str, *args: str, timeout: float = 1200.0, stream_stderr: bool = False) -> ChildRun:
+def bench_child(task: str, *args: str, timeout: float = 1200.0, stream_stderr: bool = False,
+                env: dict[str, str] | None = None) -> ChildRun:
     """Run one task of `bench.child` in a fresh interpreter."""
-    return run_child([PYTHON, "-m", "bench.child", task, *args], timeout=timeout, stream_stderr=stream_stderr)
+    return run_child([PYTHON, "-m", "bench.child", task, *args], env=env, timeout=timeout,
+                     stream_stderr=stream_stderr)
 
 
 # ----------------------------------------------------------------------------------------

@@ -43,14 +43,17 @@ def _transcript_edit(tg: Any, chat_id: int, message_id: int) -> Any:
     return None
 
 
-def _send_and_time(tg: Any, ogg: bytes) -> tuple[float, str]:
-    """One note: seconds from update to transcript edit, and the file's unique id."""
+def _send_and_time(tg: Any, ogg: bytes) -> tuple[float, str, list[tuple[str, float]]]:
+    """One note: seconds from update to transcript edit, the file's unique id, and the
+    bot's requests in between (method, ms after the update), which show where time goes."""
     ref = tg.add_file(ogg)
     sent_at = time.monotonic()
     update = tg.send_voice(CHAT, CHAT, ref, duration=NOTE_SECONDS)
     message_id = update["message"]["message_id"]
     edit = tg.wait_for_sync(lambda server: _transcript_edit(server, CHAT, message_id), timeout=ANSWER_TIMEOUT)
-    return edit.at - sent_at, ref.file_unique_id
+    timeline = [(call.method, (call.at - sent_at) * 1000.0) for call in tg.calls()
+                if sent_at <= call.at <= edit.at and call.method.lower() != "getupdates"]
+    return edit.at - sent_at, ref.file_unique_id, timeline
 
 
 def _model_seconds(database: Path, unique_ids: list[str]) -> dict[str, float]:
@@ -90,7 +93,7 @@ def run(opts: Options) -> Section:
             tg.wait_for_sync(ready, timeout=READY_TIMEOUT)
             print("e2e: bot ready; warm-up note", file=sys.stderr, flush=True)
             _send_and_time(tg, ogg)
-            measured = []
+            measured: list[tuple[float, str, list[tuple[str, float]]]] = []
             for index in range(n):
                 print(f"e2e: note {index + 1}/{n}", file=sys.stderr, flush=True)
                 measured.append(_send_and_time(tg, ogg))
@@ -102,10 +105,11 @@ def run(opts: Options) -> Section:
                 except subprocess.TimeoutExpired:
                     os.killpg(bot.pid, signal.SIGKILL)
                     bot.wait()
-        model = _model_seconds(database, [unique_id for _, unique_id in measured])
+        model = _model_seconds(database, [unique_id for _, unique_id, _ in measured])
 
-    runs = [{"latency": latency, "model": model[unique_id], "overhead": latency - model[unique_id]}
-            for latency, unique_id in measured if unique_id in model]
+    runs = [{"latency": latency, "model": model[unique_id], "overhead": latency - model[unique_id],
+             "timeline_ms": timeline}
+            for latency, unique_id, timeline in measured if unique_id in model]
     if len(runs) < len(measured):
         raise RuntimeError(f"only {len(runs)} of {len(measured)} transcripts were stored with their model time")
     latency = median([r["latency"] for r in runs])
@@ -115,4 +119,32 @@ def run(opts: Options) -> Section:
     section.add(Row("e2e", "non-model share of that (latency − model time)",
                     f"{overhead_ms:.0f} ms ({overhead_ms / 10 / latency:.0f}%)", n,
                     f"≤ {TARGET_OVERHEAD_MS:.0f} ms", overhead_ms <= TARGET_OVERHEAD_MS))
+    section.add(Row("e2e", "bot requests, ms after the update (median)", _median_timeline(runs), n))
+    decode_ms = _decode_ms(opts)
+    section.data["decode_ms_in_process"] = decode_ms
+    section.add(Row("e2e", "of the overhead: decode_audio of this note (timed here)", f"{decode_ms:.0f} ms",
+                    opts.reps(7, 5)))
     return section
+
+
+def _median_timeline(runs: list[dict[str, Any]]) -> str:
+    """'method +ms' for each request the bot made in order, medians over the runs."""
+    sequences = [[method for method, _ in run["timeline_ms"]] for run in runs]
+    if any(sequence != sequences[0] for sequence in sequences):
+        return "varies between runs (see results.json)"
+    return ", ".join(f"{method} +{median([run['timeline_ms'][i][1] for run in runs]):.0f}"
+                     for i, method in enumerate(sequences[0]))
+
+
+def _decode_ms(opts: Options) -> float:
+    """What decoding the same note costs, so the overhead can be split into decode and the rest."""
+    from bot.audio import decode_audio
+
+    path = voice_note(NOTE_SECONDS, offset=42.0)
+    decode_audio(path, max_seconds=60.0)
+    times = []
+    for _ in range(opts.reps(7, 5)):
+        started = time.perf_counter()
+        decode_audio(path, max_seconds=60.0)
+        times.append((time.perf_counter() - started) * 1000.0)
+    return median(times)

@@ -99,7 +99,7 @@ class EngineConfig:
     compile: bool = False
     attention: str = "sdpa"
     threads: int = 1
-    chunk_seconds: float = 20.0
+    chunk_seconds: float = 30.0
     stride_seconds: float = 2.5
     max_audio_seconds: float = 1800.0
     ffmpeg_timeout: float = 120.0

@@ -126,6 +126,7 @@ class TranscriptionPipeline:
             metrics.record_job("refused", latency_seconds=time.monotonic() - started)
             await self._reply(chat.id, message.message_id, error.user_message)
             return
+        await self._store(self.storage.upsert_chat(chat.id, chat_type=chat.type, title=chat.title))
         request = JobRequest(
             chat_id=chat.id,
             message_id=message.message_id,

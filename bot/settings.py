@@ -67,7 +67,7 @@ class Settings(BaseSettings):
         default=0, ge=0, le=256, description="torch threads per worker; 0 = CPU cores divided by workers."
     )
     asr_chunk_seconds: float = Field(
-        default=20.0, gt=0, le=600, description="Long audio is processed in chunks of this length."
+        default=30.0, gt=0, le=600, description="Long audio is processed in chunks of this length."
     )
     asr_stride_seconds: float = Field(
         default=2.5, ge=0, le=300, description="Context overlap on each side of a chunk; its logits are dropped."
