@@ -47,6 +47,11 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     async def post_init(application: Application) -> None:  # type: ignore[type-arg]
         data: BotData = application.bot_data
         data.settings = settings
+        if settings.metrics_port is not None:
+            # First, so /healthz answers (and /readyz says "not yet") while the model loads.
+            server = HealthServer(settings.metrics_host, settings.metrics_port, readiness=lambda: _readiness(data))
+            await server.start()
+            health.append(server)
         data.storage = await Storage.open(settings.database_path)
         data.transcriber = ProcessPoolTranscriber(
             EngineConfig.from_settings(settings),
@@ -56,6 +61,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
             on_worker_restart=metrics.WORKER_RESTARTS.inc,
         )
         await data.transcriber.start()
+        metrics.WORKERS_READY.set(data.transcriber.ready_workers)
         data.pipeline = TranscriptionPipeline(
             bot=application.bot, settings=settings, storage=data.storage, transcriber=data.transcriber
         )
@@ -71,10 +77,6 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         queue.run_repeating(_ping_telegram, PING_INTERVAL_SECONDS, first=PING_INTERVAL_SECONDS)
         if settings.history_retention_days:
             queue.run_repeating(_purge_old, PURGE_INTERVAL_SECONDS, first=10)
-        if settings.metrics_port is not None:
-            server = HealthServer(settings.metrics_host, settings.metrics_port, readiness=lambda: _readiness(data))
-            await server.start()
-            health.append(server)
         log.info("ready: %d workers, model %s", data.transcriber.ready_workers, settings.asr_model)
 
     async def post_stop(application: Application) -> None:  # type: ignore[type-arg]
@@ -143,13 +145,14 @@ def run_bot(settings: Settings) -> None:
 
 
 async def _readiness(data: BotData) -> dict[str, bool]:
+    """Workers loaded, database writable, Telegram reached recently; all False while starting."""
     try:
         await data.storage.ping()
         database = True
-    except Exception:  # noqa: BLE001 - any failure means not writable
+    except Exception:  # noqa: BLE001 - any failure (or no database yet) means not writable
         database = False
     return {
-        "workers": data.transcriber.ready_workers > 0,
+        "workers": hasattr(data, "transcriber") and data.transcriber.ready_workers > 0,
         "database": database,
         "telegram": time.monotonic() - data.telegram_ok_at < TELEGRAM_FRESH_SECONDS,
     }

@@ -26,7 +26,7 @@ class BotData:
     transcriber: Transcriber
     pipeline: TranscriptionPipeline
     #: monotonic time of the last successful call to Telegram (for readiness)
-    telegram_ok_at: float = 0.0
+    telegram_ok_at: float = float("-inf")
 
 
 Context: TypeAlias = CallbackContext[ExtBot[None], dict, dict, BotData]

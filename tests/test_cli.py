@@ -72,3 +72,9 @@ def test_configuration_errors_are_one_line(tiny_model: Path, speech_ogg: Path, t
     no_ffmpeg = run_cli("transcribe", str(speech_ogg), model=tiny_model, PATH=str(empty_bin))
     assert no_ffmpeg.returncode == 2 and "ffmpeg" in no_ffmpeg.stderr
     assert len(no_ffmpeg.stderr.strip().splitlines()) == 1
+
+
+def test_download_model_with_a_local_directory(tiny_model: Path) -> None:
+    done = run_cli("download-model", model=tiny_model)
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == tiny_model
