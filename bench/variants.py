@@ -63,7 +63,8 @@ def run(opts: Options) -> Section:
         if "compile" in variant["name"]:
             value += f"; first call (compiling, cold cache) {variant['first_call']:.0f} s"
         section.add(Row("variants", variant["name"], value, len(variant["times"])))
-    section.add(Row("variants", "default vs one pass (agreement)", f"{default['agreement_one_pass']:.3f}"))
+    if "agreement_one_pass" in default:
+        section.add(Row("variants", "default vs one pass (agreement)", f"{default['agreement_one_pass']:.3f}"))
     opt_in = [v for v in variants[1:] if v["name"].startswith(OPT_IN)]
     fastest = max(opt_in, key=lambda v: median(v["speedups"]))
     # The RTF the fastest mode would have at the default's median speed in this run.

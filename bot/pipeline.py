@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -85,7 +85,6 @@ class _Running:
     handle: TranscriptionJob | None = None
     cancel_requested: bool = False
     latest: Progress | None = None
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class TranscriptionPipeline:
