@@ -367,7 +367,7 @@ class TranscriptionPipeline:
         if not text:
             await self._edit(running, replies.EMPTY)
             return
-        buttons = _format_buttons(transcript_id)
+        buttons = None if transcript_id is None else replies.format_buttons(transcript_id)
         if len(text) > self.settings.transcript_file_chars:
             document = text.encode()
             await self._call(
@@ -506,13 +506,6 @@ def _reply_to(message_id: int) -> ReplyParameters:
     return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
-def _format_buttons(transcript_id: int | None) -> InlineKeyboardMarkup | None:
-    """.txt / .srt / .vtt buttons under a stored transcript (made from what was stored)."""
-    if transcript_id is None:
-        return None
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(f".{fmt}", callback_data=f"fmt:{transcript_id}:{fmt}") for fmt in ("txt", "srt", "vtt")]]
-    )
 
 
 def _seconds(value: float | timedelta) -> float:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
 from bot.asr.types import Progress
 from bot.errors import format_duration
 
@@ -95,3 +97,11 @@ def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     if rest:
         parts.append(rest)
     return parts
+
+
+def format_buttons(transcript_id: int) -> InlineKeyboardMarkup:
+    """.txt / .srt / .vtt buttons under a stored transcript (files made from what was stored;
+    `bot.handlers.buttons.FORMAT` parses their data)."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(f".{fmt}", callback_data=f"fmt:{transcript_id}:{fmt}") for fmt in ("txt", "srt", "vtt")]]
+    )

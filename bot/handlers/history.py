@@ -396,9 +396,7 @@ async def _send_transcript(
     )
     text = record.transcription.text
     reply = ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
-    buttons = InlineKeyboardMarkup(
-        [[InlineKeyboardButton(f".{fmt}", callback_data=f"fmt:{record.id}:{fmt}") for fmt in ("txt", "srt", "vtt")]]
-    )
+    buttons = replies.format_buttons(record.id)
     body = f"{header}\n\n{text}" if text else f"{header}\n\n{replies.EMPTY}"
     if len(body) > context.bot_data.settings.transcript_file_chars:
         await context.bot.send_document(
