@@ -1,7 +1,7 @@
 """`python -m bench`: run every benchmark, print one table, write bench/results.json.
 
-    python -m bench                      # everything (~25 min on 2 cores)
-    python -m bench --quick              # fewer repetitions and notes (~8-10 min)
+    python -m bench                      # everything (~25 min on an idle 2-core machine)
+    python -m bench --quick              # fewer repetitions, notes and variants (~10 min idle)
     python -m bench --only engine,decode # a subset
     python -m bench --model DIR          # a real checkpoint instead of the random base model
 

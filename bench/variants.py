@@ -48,7 +48,8 @@ def run(opts: Options) -> Section:
                     ", ".join(f"{k}={v}" for k, v in support.items())
                     + ("" if native else " — no native bf16: bfloat16 is emulated")))
     spread = max(default["times"]) / min(default["times"])
-    section.add(Row("variants", f"fp32 sdpa (default): RTF; slowest/fastest of its {len(default['times'])} runs",
+    section.add(Row("variants", f"fp32 sdpa, {default['chunk']:g} s / {default['stride']:g} s chunks (default): "
+                                f"RTF; slowest/fastest of its {len(default['times'])} runs",
                     f"RTF {default_rtf:.3f}; {fmt_ratio(spread)}", len(default["times"])))
     for variant in variants[1:]:
         speedup = median(variant["speedups"])
