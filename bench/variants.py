@@ -59,8 +59,8 @@ def run(opts: Options) -> Section:
         value = f"{fmt_ratio(speedup)} speed, agree {variant['agreement']:.3f}, {text}"
         if "agreement_one_pass" in variant:
             value += f"; vs one pass {variant['agreement_one_pass']:.3f}"
-        if any("deprecat" in warning.lower() for warning in variant.get("warnings", [])):
-            value += "; torch: deprecated"
+        if any("quantiz" in w.lower() and "deprecat" in w.lower() for w in variant.get("warnings", [])):
+            value += "; torch: quantization API deprecated"
         if "compile" in variant["name"]:
             value += f"; first call (compiling, cold cache) {variant['first_call']:.0f} s"
         section.add(Row("variants", variant["name"], value, len(variant["times"])))
