@@ -18,6 +18,14 @@ Instead every run here:
 ffmpeg does the resampling and downmix itself (`-ar 16000 -ac 1`) and writes raw
 float32 to a pipe that is read straight into the returned array: no second resampling
 pass and no intermediate WAV. Its stderr never reaches users; a short tail is logged.
+
+Speed: starting one of these processes costs ~60 ms (the Debian build links ~200
+shared libraries), as much as decoding a 30 s voice note, so the probe and the decode
+run side by side rather than one after the other. Opus decoding is single-threaded,
+so a long recording in a container that seeks to the exact sample is decoded in
+pieces by several ffmpeg processes at once (its first piece by the process already
+started); each later piece starts a second early and drops that second, so the
+decoder has settled by the first sample kept.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import json
 import logging
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 import resource
 import selectors
 import shutil
@@ -33,7 +43,7 @@ import signal
 import subprocess
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -53,6 +63,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
 
 _SAMPLE_DTYPE = np.dtype("<f4")  # what `-f f32le` writes
+_BYTES_PER_SECOND = SAMPLE_RATE * _SAMPLE_DTYPE.itemsize
 _DEFAULT_MEMORY_MB = 1024
 _INSTALL_HINT = "install ffmpeg (e.g. `apt-get install ffmpeg` or `brew install ffmpeg`), which provides ffprobe too"
 
@@ -85,6 +96,16 @@ _STDERR_TAIL_BYTES = 2048
 # ffmpeg is asked for this much more than `max_seconds`, so audio exactly at the limit
 # can be told apart from audio that goes past it.
 _CAP_SLACK_SECONDS = 1.0
+# Parallel decoding of long files: pieces of at least this length (shorter ones would
+# spend more on starting ffmpeg than they save), each after the first starting this many
+# whole seconds early. Whole seconds keep every piece boundary on an exact sample.
+_PIECE_MIN_SECONDS = 30
+_PIECE_PREROLL_SECONDS = 1
+# Demuxers whose input seeking (`-ss` before `-i`) was checked to land on the exact
+# sample (tests/test_audio.py). Not so: MP3 and raw streams (seek by estimated bitrate),
+# AAC in MP4 (encoder priming is not re-applied after a seek) and Matroska (millisecond
+# timestamps cut pieces a few samples short); those are decoded in one piece.
+_SAMPLE_ACCURATE_FORMATS = frozenset({"ogg", "flac", "wav"})
 
 
 @dataclass(frozen=True)
@@ -128,30 +149,110 @@ def probe(path: Path, *, timeout: float = 30.0) -> AudioInfo:
 
 
 def decode_audio(
-    path: Path, *, max_seconds: float, timeout: float = 120.0, memory_mb: int = 1024
+    path: Path, *, max_seconds: float, timeout: float = 120.0, memory_mb: int = 1024, processes: int | None = None
 ) -> np.ndarray:
     """Decode `path` to 16 kHz mono float32 (1-D, C-contiguous, finite, within [-1, 1]).
 
-    Probes first and raises AudioTooLongError without decoding when the container says
-    the audio is longer than `max_seconds`. Because containers can lie (or not say),
-    decoding is also cut off just past `max_seconds` of output, and reaching the cap
-    raises AudioTooLongError too. `timeout` bounds probe and decode together;
-    `memory_mb` is each ffmpeg process's address-space limit.
+    Probes the container while ffmpeg starts, and raises AudioTooLongError (killing that
+    ffmpeg before it decodes more than a pipe's worth) when it says the audio is longer
+    than `max_seconds`. Because containers can lie (or not say), decoding is also cut off
+    just past `max_seconds` of output, and reaching the cap raises AudioTooLongError too.
+    `timeout` bounds probe and decode together; `memory_mb` is each ffmpeg process's
+    address-space limit; a long file is decoded by up to `processes` ffmpeg processes at
+    once (default: the CPUs this process may run on).
     Silence is valid and comes back as zeros; a file with no decodable samples raises
     AudioDecodeError. A truncated file returns whatever part of it decodes.
     """
     deadline = time.monotonic() + timeout
-    info = _probe(path, deadline=deadline, memory_mb=memory_mb)
-    if info.duration > max_seconds:
-        raise AudioTooLongError(info.duration, max_seconds)
     max_bytes = int(max_seconds * SAMPLE_RATE) * _SAMPLE_DTYPE.itemsize
-    argv = _decode_argv(path, max_seconds)
-    result = _run(argv, path, deadline=deadline, memory_mb=memory_mb, stdout_limit=max_bytes)
+    one_pass = _decode_argv(path, seconds=max_seconds + _CAP_SLACK_SECONDS)
+    with _started(one_pass, path, deadline=deadline, memory_mb=memory_mb) as first:
+        info = _probe(path, deadline=deadline, memory_mb=memory_mb)
+        if info.duration > max_seconds:
+            raise AudioTooLongError(info.duration, max_seconds)
+        pieces = _plan_pieces(info, max_seconds=max_seconds, processes=processes or len(os.sched_getaffinity(0)))
+        if len(pieces) == 1:
+            return _samples_of(_output(first, path, deadline=deadline, stdout_limit=max_bytes),
+                               path, info=info, max_seconds=max_seconds)
+    # A long file: `first` (which has barely started) is killed and the pieces decode it.
+    joined = _decode_pieces(path, pieces, info=info, max_seconds=max_seconds, deadline=deadline, memory_mb=memory_mb)
+    if joined is None:
+        result = _run(one_pass, path, deadline=deadline, memory_mb=memory_mb, stdout_limit=max_bytes)
+        return _samples_of(result, path, info=info, max_seconds=max_seconds)
+    return _to_samples(joined, path)
+
+
+def _samples_of(result: _RunResult, path: Path, *, info: AudioInfo, max_seconds: float) -> np.ndarray:
+    """A one-pass decode's samples, or why there are none (too long, unreadable)."""
     if result.overflowed:
-        decoded = len(result.stdout) / _SAMPLE_DTYPE.itemsize / SAMPLE_RATE
+        decoded = len(result.stdout) / _BYTES_PER_SECOND
         raise AudioTooLongError(max(info.duration, decoded), max_seconds)
     _require_success(result, path, "ffmpeg")
     return _to_samples(result.stdout, path)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One stretch of a recording decoded by its own ffmpeg process."""
+
+    start: int  # whole second where the samples kept from this piece begin
+    skip: int  # seconds decoded before `start` and dropped, for the decoder to settle
+    end: int | None  # whole second where the next piece begins; None for the last piece
+    max_seconds: float  # the recording's overall cap
+
+    @property
+    def limit(self) -> int:
+        """Bytes this piece delivers: exactly its length, or up to the overall cap for the last one."""
+        if self.end is None:
+            return int((self.max_seconds - self.start + self.skip) * SAMPLE_RATE) * _SAMPLE_DTYPE.itemsize
+        return (self.end - self.start + self.skip) * _BYTES_PER_SECOND
+
+    def argv(self, path: Path) -> list[str]:
+        end = self.end if self.end is not None else self.max_seconds + _CAP_SLACK_SECONDS
+        return _decode_argv(path, seconds=end - self.start + self.skip, seek=self.start - self.skip)
+
+
+def _plan_pieces(info: AudioInfo, *, max_seconds: float, processes: int) -> list[_Piece]:
+    """Split a long recording into up to `processes` pieces of at least `_PIECE_MIN_SECONDS`."""
+    seekable = bool(set(info.format_name.split(",")) & _SAMPLE_ACCURATE_FORMATS)
+    count = max(1, min(processes, int(info.duration // _PIECE_MIN_SECONDS))) if seekable else 1
+    starts = [round(info.duration * index / count) for index in range(count)]
+    return [
+        _Piece(start=start, skip=min(_PIECE_PREROLL_SECONDS, start), end=end, max_seconds=max_seconds)
+        for start, end in zip(starts, [*starts[1:], None], strict=True)
+    ]
+
+
+def _decode_pieces(
+    path: Path, pieces: list[_Piece], *, info: AudioInfo, max_seconds: float, deadline: float, memory_mb: int
+) -> bytearray | None:
+    """Decode all pieces at once and join them, or None when only one pass can be trusted.
+
+    Each piece but the last is cut by timestamp (`-t`), so a gap in the stream (a
+    damaged page, a container whose duration is wrong) makes it come back short,
+    while one pass would have closed the gap up; then None tells the caller to decode
+    in one pass instead. The last piece carries the overall output cap and raises
+    AudioTooLongError past it.
+    """
+    with ExitStack() as stack:
+        procs = [stack.enter_context(_started(piece.argv(path), path, deadline=deadline, memory_mb=memory_mb))
+                 for piece in pieces]
+        with ThreadPoolExecutor(len(procs), thread_name_prefix="ffmpeg-piece") as threads:
+            results = list(threads.map(
+                lambda proc, piece: _output(proc, path, deadline=deadline, stdout_limit=piece.limit), procs, pieces
+            ))
+    last = pieces[-1]
+    if results[-1].overflowed:
+        decoded = last.start - last.skip + len(results[-1].stdout) / _BYTES_PER_SECOND
+        raise AudioTooLongError(max(info.duration, decoded), max_seconds)
+    joined = bytearray()
+    for piece, result in zip(pieces, results, strict=True):
+        if result.returncode != 0 or (piece is not last and len(result.stdout) != piece.limit):
+            logger.info("decoding %s in pieces fell back to one pass (piece at %d s: exit %s, %d bytes)",
+                        path, piece.start, result.returncode, len(result.stdout))
+            return None
+        joined += memoryview(result.stdout)[piece.skip * _BYTES_PER_SECOND:]
+    return joined
 
 
 def _probe(path: Path, *, deadline: float, memory_mb: int) -> AudioInfo:
@@ -198,7 +299,8 @@ def _seconds(value: object) -> float:
     return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
 
 
-def _decode_argv(path: Path, max_seconds: float) -> list[str]:
+def _decode_argv(path: Path, *, seconds: float, seek: int = 0) -> list[str]:
+    """ffmpeg decoding `seconds` of the first audio stream from second `seek` to 16 kHz mono f32."""
     return [
         _binary("ffmpeg"),
         "-nostdin",
@@ -206,6 +308,7 @@ def _decode_argv(path: Path, max_seconds: float) -> list[str]:
         "-nostats",
         "-loglevel", "error",
         *_INPUT_HARDENING,
+        *(("-ss", str(seek)) if seek else ()),
         "-i", _input_url(path),
         "-map", "0:a:0",  # the first audio stream: a video's sound track, never a cover image
         "-vn", "-sn", "-dn",
@@ -214,7 +317,10 @@ def _decode_argv(path: Path, max_seconds: float) -> list[str]:
         # ffmpeg's float downmix adds channels up (7.1 carrying one signal peaks at 4.4x
         # it); a normalised matrix keeps the mono mix in range instead of clipping it.
         "-rematrix_maxval", "1.0",
-        "-t", f"{max_seconds + _CAP_SLACK_SECONDS:.3f}",
+        "-t", f"{seconds:.3f}",
+        # Without this ffmpeg writes every 20 ms Opus frame to the pipe on its own: 30,000
+        # writes (and wake-ups of the reader) per 10 minutes, a fifth of the decode time.
+        "-flush_packets", "0",
         "-f", "f32le",
         "pipe:1",
     ]  # fmt: skip
@@ -247,10 +353,16 @@ def _binary(name: str) -> str:
 
 def _run(argv: Sequence[str], path: Path, *, deadline: float, memory_mb: int, stdout_limit: int) -> _RunResult:
     """Run a hardened ffmpeg/ffprobe on `path`, collecting at most `stdout_limit` (+1) bytes of stdout."""
-    tool = Path(argv[0]).name
+    with _started(argv, path, deadline=deadline, memory_mb=memory_mb) as proc:
+        return _output(proc, path, deadline=deadline, stdout_limit=stdout_limit)
+
+
+@contextmanager
+def _started(argv: Sequence[str], path: Path, *, deadline: float, memory_mb: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a hardened ffmpeg/ffprobe under the resource limits; its process group is killed on exit."""
     timeout = deadline - time.monotonic()
     if timeout <= 0:
-        raise _timeout_error(tool, path, "")
+        raise _timeout_error(Path(argv[0]).name, path, "")
     try:
         proc = subprocess.Popen(
             argv,
@@ -265,11 +377,17 @@ def _run(argv: Sequence[str], path: Path, *, deadline: float, memory_mb: int, st
         raise FFmpegMissingError(f"cannot run {argv[0]}: {exc}; {_INSTALL_HINT}") from exc
     with proc:
         try:
-            return _collect(proc, deadline=deadline, stdout_limit=stdout_limit)
-        except _Timeout as exc:
-            raise _timeout_error(tool, path, str(exc)) from None
+            yield proc
         finally:
             _kill_group(proc)
+
+
+def _output(proc: subprocess.Popen[bytes], path: Path, *, deadline: float, stdout_limit: int) -> _RunResult:
+    """Everything a started process writes, up to `stdout_limit` (+1) bytes of stdout, and how it ended."""
+    try:
+        return _collect(proc, deadline=deadline, stdout_limit=stdout_limit)
+    except _Timeout as exc:
+        raise _timeout_error(Path(proc.args[0]).name, path, str(exc)) from None
 
 
 def _limit_resources(*, cpu_seconds: float, memory_mb: int) -> None:

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -212,19 +213,22 @@ def test_playlist_pointing_at_a_local_file_does_not_read_it(tmp_path: Path, make
 def test_three_hour_voice_note_is_refused_by_the_probe(
     three_hour_ogg: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spawned: list[str] = []
+    spawned: list[subprocess.Popen[bytes]] = []
     real_popen = subprocess.Popen
 
     def spy(argv, *args, **kwargs):  # type: ignore[no-untyped-def]
-        spawned.append(Path(argv[0]).name)
-        return real_popen(argv, *args, **kwargs)
+        spawned.append(real_popen(argv, *args, **kwargs))
+        return spawned[-1]
 
     monkeypatch.setattr(audio.subprocess, "Popen", spy)
     started = time.monotonic()
     with pytest.raises(AudioTooLongError) as caught:
         decode_audio(three_hour_ogg, max_seconds=1800)
     assert time.monotonic() - started < 5  # a full decode takes ~5 s of CPU; the probe ~0.1 s
-    assert spawned == ["ffprobe"]  # ffmpeg was never started
+    # ffmpeg starts beside the probe, and is killed as soon as the probe refuses the file.
+    assert sorted(Path(p.args[0]).name for p in spawned) == ["ffmpeg", "ffprobe"]
+    [ffmpeg] = [p for p in spawned if Path(p.args[0]).name == "ffmpeg"]
+    assert ffmpeg.returncode == -signal.SIGKILL
     assert caught.value.duration == pytest.approx(THREE_HOURS, abs=1)
     assert caught.value.limit == 1800
     assert "3:00:00" in caught.value.user_message
@@ -238,7 +242,9 @@ def test_honest_flac_bomb_is_refused_by_the_probe(flac_bomb: Path) -> None:
 
 @pytest.mark.parametrize(
     ("claimed_samples", "probed_seconds"),
-    [pytest.param(0, 0.0, id="length-unknown"), pytest.param(80_000, 10.0, id="header-says-10s")],
+    [pytest.param(0, 0.0, id="length-unknown"), pytest.param(80_000, 10.0, id="header-says-10s"),
+     # long enough to be decoded in two pieces: the last one carries the cap
+     pytest.param(480_000, 60.0, id="header-says-60s")],
 )
 def test_lying_flac_bomb_is_cut_off_by_the_output_cap(
     tmp_path: Path, flac_bomb: Path, claimed_samples: int, probed_seconds: float
@@ -246,13 +252,13 @@ def test_lying_flac_bomb_is_cut_off_by_the_output_cap(
     """The probe is fooled, so the decode cap is what stops 2 h (460 MB of float32) at the limit."""
     liar = flac_claiming(flac_bomb, tmp_path / "liar.flac", claimed_samples)
     assert probe(liar).duration == pytest.approx(probed_seconds)
-    max_seconds = 30.0
+    max_seconds = 90.0
     cap_bytes = max_seconds * SAMPLE_RATE * 4
     tracemalloc.start()
     try:
         started = time.monotonic()
         with pytest.raises(AudioTooLongError) as caught:
-            decode_audio(liar, max_seconds=max_seconds)
+            decode_audio(liar, max_seconds=max_seconds, processes=2)
         elapsed = time.monotonic() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -113,10 +113,12 @@ async def answer_text(telegram: FakeTelegram, chat_id: int, to: int, *, timeout:
 
 
 def workers(bot: BotProcess) -> list[psutil.Process]:
-    """The bot's model worker processes (multiprocessing spawn children, not its resource tracker)."""
+    """The bot's model worker processes: what its multiprocessing forkserver has forked."""
     return [
-        child for child in psutil.Process(bot.process.pid).children()
-        if "spawn_main" in " ".join(child.cmdline())
+        worker
+        for child in psutil.Process(bot.process.pid).children()
+        if "forkserver" in " ".join(child.cmdline())
+        for worker in child.children()
     ]
 
 
