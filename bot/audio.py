@@ -35,7 +35,7 @@ import logging
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 import resource
 import selectors
 import shutil
@@ -363,6 +363,7 @@ def _started(argv: Sequence[str], path: Path, *, deadline: float, memory_mb: int
     timeout = deadline - time.monotonic()
     if timeout <= 0:
         raise _timeout_error(Path(argv[0]).name, path, "")
+    limits = _limits(cpu_seconds=timeout, memory_mb=memory_mb)
     try:
         proc = subprocess.Popen(
             argv,
@@ -371,12 +372,15 @@ def _started(argv: Sequence[str], path: Path, *, deadline: float, memory_mb: int
             stderr=subprocess.PIPE,
             close_fds=True,
             start_new_session=True,  # its own process group, so a kill takes its children too
-            preexec_fn=partial(_limit_resources, cpu_seconds=timeout, memory_mb=memory_mb),
+            preexec_fn=None if _CAN_LIMIT_AFTER_EXEC else partial(_apply_limits, limits),
         )
     except (FileNotFoundError, PermissionError) as exc:
         raise FFmpegMissingError(f"cannot run {argv[0]}: {exc}; {_INSTALL_HINT}") from exc
     with proc:
         try:
+            if _CAN_LIMIT_AFTER_EXEC:
+                with suppress(ProcessLookupError):  # it exited already: nothing left to limit
+                    _apply_limits(limits, pid=proc.pid)
             yield proc
         finally:
             _kill_group(proc)
@@ -390,26 +394,45 @@ def _output(proc: subprocess.Popen[bytes], path: Path, *, deadline: float, stdou
         raise _timeout_error(Path(proc.args[0]).name, path, str(exc)) from None
 
 
-def _limit_resources(*, cpu_seconds: float, memory_mb: int) -> None:
-    """Runs in the child between fork and exec: cap memory, CPU time, file writes and core dumps.
+# A `preexec_fn` forces a full fork() of this process, whose page tables grow with the
+# model in memory: ~12 ms per ffmpeg from a 400 MB worker, more from a busy one. Without
+# it CPython uses vfork, and Linux lets us set the child's limits right after exec, while
+# ffmpeg is still inside the dynamic loader (tens of ms before it opens any input).
+_CAN_LIMIT_AFTER_EXEC = hasattr(resource, "prlimit")
 
-    It only makes setrlimit calls (no imports, no locks taken), the least that can go
-    wrong in `preexec_fn` when the bot calls decode_audio from several threads.
+
+def _limits(*, cpu_seconds: float, memory_mb: int) -> list[tuple[int, tuple[int, int]]]:
+    """The (soft, hard) limits every ffmpeg runs under: memory, CPU time, file writes, core dumps.
+
+    Each is lowered, never raised above the hard limit this process was started with.
     """
     cpu = math.ceil(cpu_seconds) + 1  # SIGXCPU just after the wall-clock budget, SIGKILL a second later
-    _set_limit(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
-    _set_limit(resource.RLIMIT_CPU, cpu, hard=cpu + 1)
-    _set_limit(resource.RLIMIT_FSIZE, 0)  # ffmpeg only writes to pipes
-    _set_limit(resource.RLIMIT_CORE, 0)  # a core dump would hold the user's audio
+    wanted = [
+        (resource.RLIMIT_AS, memory_mb * 1024 * 1024, memory_mb * 1024 * 1024),
+        (resource.RLIMIT_CPU, cpu, cpu + 1),
+        (resource.RLIMIT_FSIZE, 0, 0),  # ffmpeg only writes to pipes
+        (resource.RLIMIT_CORE, 0, 0),  # a core dump would hold the user's audio
+    ]
+    limits = []
+    for kind, soft, hard in wanted:
+        _, ceiling = resource.getrlimit(kind)
+        if ceiling != resource.RLIM_INFINITY:
+            soft, hard = min(soft, ceiling), min(hard, ceiling)
+        limits.append((kind, (soft, hard)))
+    return limits
 
 
-def _set_limit(kind: int, soft: int, *, hard: int | None = None) -> None:
-    """Lower a limit, never raising it above the hard limit we were started with."""
-    hard = soft if hard is None else hard
-    _, ceiling = resource.getrlimit(kind)
-    if ceiling != resource.RLIM_INFINITY:
-        soft, hard = min(soft, ceiling), min(hard, ceiling)
-    resource.setrlimit(kind, (soft, hard))
+def _apply_limits(limits: list[tuple[int, tuple[int, int]]], *, pid: int | None = None) -> None:
+    """Set `limits` on process `pid`, or, as a `preexec_fn`, on the child between fork and exec.
+
+    In the child it only makes setrlimit calls (no imports, no locks taken), the least
+    that can go wrong in `preexec_fn` when the bot calls decode_audio from several threads.
+    """
+    for kind, values in limits:
+        if pid is None:
+            resource.setrlimit(kind, values)
+        else:
+            resource.prlimit(pid, kind, values)
 
 
 def _collect(proc: subprocess.Popen[bytes], *, deadline: float, stdout_limit: int) -> _RunResult:

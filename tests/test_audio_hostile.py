@@ -325,15 +325,25 @@ def test_timeout_kills_the_whole_process_group(
     assert not _pid_alive(child)
 
 
+@pytest.mark.parametrize("after_exec", [True, False], ids=["prlimit-after-exec", "preexec-fn"])
 def test_resource_limits_are_applied(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, after_exec: bool
 ) -> None:
-    """The child runs under RLIMIT_AS = memory_mb, RLIMIT_CPU ~ timeout, no file writes, no core dumps."""
+    """The child runs under RLIMIT_AS = memory_mb, RLIMIT_CPU ~ timeout, no file writes, no core dumps.
+
+    On Linux the limits are set with prlimit right after exec (the real ffmpeg spends tens
+    of ms loading libraries before it reads anything; the fake waits 0.2 s to stand for
+    that); elsewhere a preexec_fn sets them before exec.
+    """
+    if after_exec and not audio._CAN_LIMIT_AFTER_EXEC:
+        pytest.skip("no prlimit on this platform")
+    monkeypatch.setattr(audio, "_CAN_LIMIT_AFTER_EXEC", after_exec)
     wav = make_tone(tmp_path / "a.wav", 0.5)
     fake = tmp_path / "bin"
     fake.mkdir()
     _fake_bin(fake, "ffmpeg", "exit 1\n")
-    _fake_bin(fake, "ffprobe", 'echo "as=$(ulimit -v) cpu=$(ulimit -t) fsize=$(ulimit -f) core=$(ulimit -c)" >&2\nexit 1\n')
+    _fake_bin(fake, "ffprobe",
+              '/bin/sleep 0.2\necho "as=$(ulimit -v) cpu=$(ulimit -t) fsize=$(ulimit -f) core=$(ulimit -c)" >&2\nexit 1\n')
     monkeypatch.setenv("PATH", str(fake))
     with caplog.at_level(logging.INFO, logger="bot.audio"):
         assert_refused_with(wav, max_seconds=60, timeout=7.5, memory_mb=300)
