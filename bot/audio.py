@@ -170,7 +170,7 @@ def decode_audio(
         info = _probe(path, deadline=deadline, memory_mb=memory_mb)
         if info.duration > max_seconds:
             raise AudioTooLongError(info.duration, max_seconds)
-        pieces = _plan_pieces(info, max_seconds=max_seconds, processes=processes or len(os.sched_getaffinity(0)))
+        pieces = _plan_pieces(info, max_seconds=max_seconds, processes=processes or _usable_cpus())
         if len(pieces) == 1:
             return _samples_of(_output(first, path, deadline=deadline, stdout_limit=max_bytes),
                                path, info=info, max_seconds=max_seconds)
@@ -180,6 +180,14 @@ def decode_audio(
         result = _run(one_pass, path, deadline=deadline, memory_mb=memory_mb, stdout_limit=max_bytes)
         return _samples_of(result, path, info=info, max_seconds=max_seconds)
     return _to_samples(joined, path)
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (taskset, cpusets) where the OS has one."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
 
 
 def _samples_of(result: _RunResult, path: Path, *, info: AudioInfo, max_seconds: float) -> np.ndarray:

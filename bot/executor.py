@@ -103,20 +103,26 @@ class Transcriber(Protocol):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Everything a worker needs to build its recognizer and decode files."""
+    """Everything a worker needs to build its recognizer and decode files.
+
+    Built from `Settings` (which owns every default) by `from_settings`; it exists so
+    that a worker receives a small picklable value rather than the settings with the bot
+    token in them.
+    """
 
     model: str
-    device: str = "auto"
-    compute_type: str = "float32"
-    batch_size: int = 1
-    compile: bool = False
-    attention: str = "sdpa"
-    threads: int = 1
-    chunk_seconds: float = 30.0
-    stride_seconds: float = 2.5
-    max_audio_seconds: float = 1800.0
-    ffmpeg_timeout: float = 120.0
-    ffmpeg_memory_mb: int = 1024
+    device: str
+    compute_type: str
+    batch_size: int
+    compile: bool
+    attention: str
+    threads: int
+    chunk_seconds: float
+    stride_seconds: float
+    max_audio_seconds: float
+    ffmpeg_timeout: float
+    ffmpeg_memory_mb: int
+    #: How often a worker reports progress (the bot edits its message less often than this).
     progress_interval: float = 2.0
 
     @classmethod

@@ -22,6 +22,7 @@ from bot.errors import (
     WorkerCrashedError,
 )
 from bot.executor import EngineConfig, ProcessPoolTranscriber
+from bot.settings import Settings
 from tests.media import ffmpeg
 
 pytestmark = pytest.mark.slow
@@ -37,10 +38,11 @@ def long_wav(speech_ogg: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def make_pool(model: Path, **options: object) -> ProcessPoolTranscriber:
-    return ProcessPoolTranscriber(
-        EngineConfig(model=str(model), threads=1, chunk_seconds=CHUNK, stride_seconds=STRIDE),
-        **options,  # type: ignore[arg-type]
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, asr_model=str(model), asr_threads_per_worker=1,
+        asr_chunk_seconds=CHUNK, asr_stride_seconds=STRIDE,
     )
+    return ProcessPoolTranscriber(EngineConfig.from_settings(settings), **options)  # type: ignore[arg-type]
 
 
 async def running_worker(pool: ProcessPoolTranscriber, job_id: int, timeout: float = 20) -> int:
