@@ -141,6 +141,9 @@ class TranscriptSummary:
     duration: float
     text: str
     created_at: float
+    #: The chat's stored title (see `upsert_chat`), to name a group in the private view;
+    #: None for private chats and for chats whose title is unknown or empty.
+    chat_title: str | None
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ class TranscriptRecord:
     forward_origin: str | None
     created_at: float
     transcription: Transcription
+    #: As in `TranscriptSummary`.
+    chat_title: str | None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for /export."""
@@ -594,7 +599,8 @@ class Storage:
         from another chat). Ownership is part of the query, not checked afterwards."""
         rows = await _fetchall(
             self._reader,
-            "SELECT * FROM transcripts WHERE id = ? AND user_id = ? AND (? IS NULL OR chat_id = ?)",
+            f"SELECT *, {_CHAT_TITLE.format(table='transcripts')} FROM transcripts"
+            " WHERE id = ? AND user_id = ? AND (? IS NULL OR chat_id = ?)",
             (transcript_id, user_id, chat_id, chat_id),
         )
         return _record(rows[0]) if rows else None
@@ -673,7 +679,8 @@ class Storage:
         """Everything stored for the user, oldest first (for /export)."""
         rows = await _fetchall(
             self._reader,
-            "SELECT * FROM transcripts WHERE user_id = ? ORDER BY created_at, id",
+            f"SELECT *, {_CHAT_TITLE.format(table='transcripts')} FROM transcripts"
+            " WHERE user_id = ? ORDER BY created_at, id",
             (user_id,),
         )
         return [_record(row) for row in rows]
@@ -828,8 +835,21 @@ def _snippet_html(raw: str) -> str:
 # --- helpers -----------------------------------------------------------------------------
 
 _SUMMARY_FIELDS = tuple(f.name for f in fields(TranscriptSummary))
-_SUMMARY_COLUMNS = ", ".join(_SUMMARY_FIELDS)
-_SUMMARY_COLUMNS_T = ", ".join(f"t.{name}" for name in _SUMMARY_FIELDS)
+#: The `chat_title` column, a primary-key lookup. Like snippet() it is computed only for rows
+#: that reach the result or, in search, enter the top-N sort (a few hundred for a common
+#: word, not every match), so pages cost what they did. NULLIF: an empty title is no title.
+_CHAT_TITLE = "(SELECT NULLIF(title, '') FROM chats WHERE chats.id = {table}.chat_id) AS chat_title"
+
+
+def _summary_columns(table: str) -> str:
+    """The SELECT list that `_summary_fields` reads, for `table` (a name or an alias)."""
+    return ", ".join(
+        _CHAT_TITLE.format(table=table) if name == "chat_title" else f"{table}.{name}" for name in _SUMMARY_FIELDS
+    )
+
+
+_SUMMARY_COLUMNS = _summary_columns("transcripts")
+_SUMMARY_COLUMNS_T = _summary_columns("t")
 _OPTION_FIELDS = frozenset(f.name for f in fields(TranscriptionOptions))
 
 
@@ -972,6 +992,7 @@ def _record(row: sqlite3.Row) -> TranscriptRecord:
         forward_origin=row["forward_origin"],
         created_at=row["created_at"],
         transcription=_transcription(row),
+        chat_title=row["chat_title"],
     )
 
 

@@ -111,6 +111,7 @@ async def test_history_pages_scopes_and_refuses_other_users(
     [page] = await ask(telegram, ALICE, ALICE, "/history")
     assert listed(page) == alice_newest[:5]
     assert (page.text or "").startswith("Your transcripts, newest first (1–5 of 14):")
+    # Seeded without a `chats` row, so no title is known for the group: it is "a group".
     assert f"#{ids[13]} · 2023-11-14 22:26 · a group · 0:07\nalice team note 1" in (page.text or "")
     assert "· private · 0:08 · from Dana Example\nalice private note 11 forwarded" in (page.text or "")
     assert page.buttons == [
@@ -258,6 +259,15 @@ async def test_privacy_stats_and_forget(telegram: FakeTelegram, start_bot, speec
             for user, chat in voices]
     for chat, update in sent:
         await wait_answer(telegram, chat, update["message"]["message_id"])
+
+    # The voice note from the group is named by the group's title in Alice's private views.
+    [alice_group_id] = [row[0] for row in rows("SELECT id FROM transcripts WHERE user_id = ? AND chat_id = ?",
+                                               ALICE, GROUP)]
+    [page] = await ask(telegram, ALICE, ALICE, "/history")
+    assert re.search(rf"^#{alice_group_id} · [0-9-]+ [0-9:]+ · Team · \d+:\d\d$", page.text or "", re.MULTILINE)
+    assert " · private · " in (page.text or "") and "a group" not in (page.text or "")
+    [opened] = await ask(telegram, ALICE, ALICE, f"/history {alice_group_id}")
+    assert re.match(rf"#{alice_group_id} · [0-9-]+ [0-9:]+ · Team · \d+:\d\d\n\n", opened.text or "")
 
     # /privacy off: the next voice note is still answered, but not stored.
     [state] = await ask(telegram, BOB, BOB, "/privacy")

@@ -468,6 +468,30 @@ async def test_group_view_and_ownership_are_private(storage: Storage) -> None:
     assert (await storage.search(ALICE, "group", chat_id=None, offset=0, limit=10)).total == 0
 
 
+async def test_items_carry_the_stored_chat_title(storage: Storage) -> None:
+    untitled, unknown = GROUP - 1, GROUP - 2
+    await storage.upsert_chat(ALICE, chat_type="private")
+    await storage.upsert_chat(GROUP, chat_type="supergroup", title="Old name")
+    await storage.upsert_chat(GROUP, chat_type="supergroup", title="Team <&>")  # renamed: the latest wins
+    await storage.upsert_chat(untitled, chat_type="group", title="")
+    private = await add(storage, "kiwi private", message_id=1)
+    titled = await add(storage, "kiwi titled", chat_id=GROUP, message_id=2)
+    empty = await add(storage, "kiwi empty title", chat_id=untitled, message_id=3)
+    no_row = await add(storage, "kiwi no chat row", chat_id=unknown, message_id=4)
+    expected = {private: None, titled: "Team <&>", empty: None, no_row: None}
+
+    page = await storage.history_page(ALICE, chat_id=None, offset=0, limit=10)
+    assert {item.id: item.chat_title for item in page.items} == expected
+    found = await storage.search(ALICE, "kiwi", chat_id=None, offset=0, limit=10)
+    assert {hit.id: hit.chat_title for hit in found.items} == expected
+    in_group = await storage.history_page(ALICE, chat_id=GROUP, offset=0, limit=10)
+    assert [(item.id, item.chat_title) for item in in_group.items] == [(titled, "Team <&>")]
+    for transcript_id, title in expected.items():
+        record = await storage.get_transcript(transcript_id, user_id=ALICE)
+        assert record is not None and record.chat_title == title
+    assert {r.id: r.chat_title for r in await storage.export_user(ALICE)} == expected
+
+
 # --- search --------------------------------------------------------------------------------
 
 

@@ -391,8 +391,8 @@ async def _send_transcript(
     if record is None:
         return False
     header = _item_header(
-        record.id, record.created_at, record.chat_id, record.transcription.duration, record.forward_origin, scope,
-        chat_label=True,
+        record.id, record.created_at, record.chat_id, record.chat_title, record.transcription.duration,
+        record.forward_origin, scope, chat_label=True,
     )
     text = record.transcription.text
     reply = ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
@@ -421,7 +421,9 @@ def _render_history(page: Page[TranscriptSummary], scope: Scope) -> str:
         html.escape(f"Your transcripts{scope.where}, newest first ({_range(page)} of {page.total}):"),
     ]
     for item in page.items:
-        header = _item_header(item.id, item.created_at, item.chat_id, item.duration, item.forward_origin, scope)
+        header = _item_header(
+            item.id, item.created_at, item.chat_id, item.chat_title, item.duration, item.forward_origin, scope
+        )
         lines.append(f"\n{html.escape(header)}\n{html.escape(_preview(item.text))}")
     lines.append("\nTap a number to open it, or send /history N.")
     return "\n".join(lines)
@@ -436,7 +438,9 @@ def _render_search(page: Page[SearchHit], scope: Scope, text: str) -> str:
         html.escape(f"{page.total} {_plural(page.total, 'match')}{scope.where}, best first ({_range(page)}):"),
     ]
     for hit in page.items:
-        header = _item_header(hit.id, hit.created_at, hit.chat_id, hit.duration, hit.forward_origin, scope)
+        header = _item_header(
+            hit.id, hit.created_at, hit.chat_id, hit.chat_title, hit.duration, hit.forward_origin, scope
+        )
         lines.append(f"\n{html.escape(header)}\n{hit.snippet}")  # the snippet is HTML already
     return "\n".join(lines)
 
@@ -474,6 +478,7 @@ def _item_header(
     transcript_id: int,
     created_at: float,
     chat_id: int,
+    chat_title: str | None,
     duration: float,
     forward_origin: str | None,
     scope: Scope,
@@ -482,12 +487,13 @@ def _item_header(
 ) -> str:
     """`#12 · 2025-01-31 09:30 · private · 0:42 · from Alice` (plain text).
 
-    The chat is named in the private view, where transcripts from several chats mix; in a
-    group list every item is from that group, so it is left out unless `chat_label`.
+    The chat is named in the private view, where transcripts from several chats mix (a
+    group by its stored title, "a group" if none is known); in a group list every item is
+    from that group, so it is left out unless `chat_label`.
     """
     parts = [f"#{transcript_id}", _utc(created_at)]
     if scope.chat_id is None:
-        parts.append("private" if chat_id > 0 else "a group")
+        parts.append("private" if chat_id > 0 else chat_title or "a group")
     elif chat_label and scope.title is not None:
         parts.append(scope.title)
     parts.append(format_duration(duration))
