@@ -19,9 +19,10 @@ ffmpeg does the resampling and downmix itself (`-ar 16000 -ac 1`) and writes raw
 float32 to a pipe that is read straight into the returned array: no second resampling
 pass and no intermediate WAV. Its stderr never reaches users; a short tail is logged.
 
-Speed: starting one of these processes costs ~60 ms (the Debian build links ~200
-shared libraries), as much as decoding a 30 s voice note, so the probe and the decode
-run side by side rather than one after the other. Opus decoding is single-threaded,
+Speed: starting one of these processes costs ~55 ms (the Debian build links ~200
+shared libraries), as much as decoding a 30 s voice note. So a voice note's length is
+read from its Ogg pages (`bot.ogg`) instead of asking ffprobe, and for other files the
+probe and the decode run side by side rather than one after the other. Opus decoding is single-threaded,
 so a long recording in a container that seeks to the exact sample is decoded in
 pieces by several ffmpeg processes at once (its first piece by the process already
 started); each later piece starts a second early and drops that second, so the
@@ -57,6 +58,7 @@ with warnings.catch_warnings():
     from pydub import AudioSegment
 
 from bot.errors import AudioDecodeError, AudioTooLongError, FFmpegMissingError
+from bot.ogg import opus_duration
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +155,9 @@ def decode_audio(
 ) -> np.ndarray:
     """Decode `path` to 16 kHz mono float32 (1-D, C-contiguous, finite, within [-1, 1]).
 
-    Probes the container while ffmpeg starts, and raises AudioTooLongError (killing that
-    ffmpeg before it decodes more than a pipe's worth) when it says the audio is longer
-    than `max_seconds`. Because containers can lie (or not say), decoding is also cut off
+    Reads an Ogg Opus file's length from its pages, or probes any other container while
+    ffmpeg starts, and raises AudioTooLongError (killing that ffmpeg before it decodes
+    more than a pipe's worth) when the container says the audio is longer than `max_seconds`. Because containers can lie (or not say), decoding is also cut off
     just past `max_seconds` of output, and reaching the cap raises AudioTooLongError too.
     `timeout` bounds probe and decode together; `memory_mb` is each ffmpeg process's
     address-space limit; a long file is decoded by up to `processes` ffmpeg processes at
@@ -166,20 +168,28 @@ def decode_audio(
     deadline = time.monotonic() + timeout
     max_bytes = int(max_seconds * SAMPLE_RATE) * _SAMPLE_DTYPE.itemsize
     one_pass = _decode_argv(path, seconds=max_seconds + _CAP_SLACK_SECONDS)
-    with _started(one_pass, path, deadline=deadline, memory_mb=memory_mb) as first:
-        info = _probe(path, deadline=deadline, memory_mb=memory_mb)
+    with ExitStack() as stack:
+        first = None
+        opus_seconds = opus_duration(path)
+        if opus_seconds is not None:  # a voice note: its pages tell its length, no ffprobe needed
+            info = AudioInfo(duration=opus_seconds, has_audio=True, format_name="ogg")
+        else:
+            first = stack.enter_context(_started(one_pass, path, deadline=deadline, memory_mb=memory_mb))
+            info = _probe(path, deadline=deadline, memory_mb=memory_mb)
         if info.duration > max_seconds:
             raise AudioTooLongError(info.duration, max_seconds)
         pieces = _plan_pieces(info, max_seconds=max_seconds, processes=processes or _usable_cpus())
         if len(pieces) == 1:
+            if first is None:
+                first = stack.enter_context(_started(one_pass, path, deadline=deadline, memory_mb=memory_mb))
             return _samples_of(_output(first, path, deadline=deadline, stdout_limit=max_bytes),
                                path, info=info, max_seconds=max_seconds)
-    # A long file: `first` (which has barely started) is killed and the pieces decode it.
+    # A long file: `first`, if started, has barely begun and is killed; the pieces decode it.
     joined = _decode_pieces(path, pieces, info=info, max_seconds=max_seconds, deadline=deadline, memory_mb=memory_mb)
     if joined is None:
         result = _run(one_pass, path, deadline=deadline, memory_mb=memory_mb, stdout_limit=max_bytes)
         return _samples_of(result, path, info=info, max_seconds=max_seconds)
-    return _to_samples(joined, path)
+    return joined
 
 
 def _usable_cpus() -> int:
@@ -233,34 +243,38 @@ def _plan_pieces(info: AudioInfo, *, max_seconds: float, processes: int) -> list
 
 def _decode_pieces(
     path: Path, pieces: list[_Piece], *, info: AudioInfo, max_seconds: float, deadline: float, memory_mb: int
-) -> bytearray | None:
+) -> np.ndarray | None:
     """Decode all pieces at once and join them, or None when only one pass can be trusted.
 
     Each piece but the last is cut by timestamp (`-t`), so a gap in the stream (a
     damaged page, a container whose duration is wrong) makes it come back short,
     while one pass would have closed the gap up; then None tells the caller to decode
     in one pass instead. The last piece carries the overall output cap and raises
-    AudioTooLongError past it.
+    AudioTooLongError past it. Each piece is scrubbed in its own thread (numpy lets go
+    of the GIL), and the pieces are copied once, into the result.
     """
+
+    def decode(proc: subprocess.Popen[bytes], piece: _Piece) -> tuple[_RunResult, np.ndarray | None]:
+        result = _output(proc, path, deadline=deadline, stdout_limit=piece.limit)
+        whole = result.returncode == 0 and (piece is pieces[-1] or len(result.stdout) == piece.limit)
+        skip = piece.skip * _BYTES_PER_SECOND
+        return result, _to_samples(result.stdout, path, skip_bytes=skip) if whole and len(result.stdout) > skip else None
+
     with ExitStack() as stack:
         procs = [stack.enter_context(_started(piece.argv(path), path, deadline=deadline, memory_mb=memory_mb))
                  for piece in pieces]
         with ThreadPoolExecutor(len(procs), thread_name_prefix="ffmpeg-piece") as threads:
-            results = list(threads.map(
-                lambda proc, piece: _output(proc, path, deadline=deadline, stdout_limit=piece.limit), procs, pieces
-            ))
-    last = pieces[-1]
-    if results[-1].overflowed:
-        decoded = last.start - last.skip + len(results[-1].stdout) / _BYTES_PER_SECOND
-        raise AudioTooLongError(max(info.duration, decoded), max_seconds)
-    joined = bytearray()
-    for piece, result in zip(pieces, results, strict=True):
-        if result.returncode != 0 or (piece is not last and len(result.stdout) != piece.limit):
+            decoded = list(threads.map(decode, procs, pieces))
+    last, (last_result, _) = pieces[-1], decoded[-1]
+    if last_result.overflowed:
+        seconds = last.start - last.skip + len(last_result.stdout) / _BYTES_PER_SECOND
+        raise AudioTooLongError(max(info.duration, seconds), max_seconds)
+    for piece, (result, samples) in zip(pieces, decoded, strict=True):
+        if samples is None:
             logger.info("decoding %s in pieces fell back to one pass (piece at %d s: exit %s, %d bytes)",
                         path, piece.start, result.returncode, len(result.stdout))
             return None
-        joined += memoryview(result.stdout)[piece.skip * _BYTES_PER_SECOND:]
-    return joined
+    return np.concatenate([samples for _, samples in decoded])
 
 
 def _probe(path: Path, *, deadline: float, memory_mb: int) -> AudioInfo:
@@ -511,16 +525,17 @@ def _require_success(result: _RunResult, path: Path, tool: str) -> None:
         raise AudioDecodeError(f"{tool} exit status {result.returncode} on {path.name}")
 
 
-def _to_samples(raw: bytearray, path: Path) -> np.ndarray:
-    """View ffmpeg's bytes as float32 without copying, then scrub NaN/inf/out-of-range in place.
+def _to_samples(raw: bytearray, path: Path, *, skip_bytes: int = 0) -> np.ndarray:
+    """View ffmpeg's bytes (after `skip_bytes`) as float32 without copying, then scrub
+    NaN/inf/out-of-range in place.
 
     A float WAV can carry NaN or huge values straight through ffmpeg; one of them would
     poison the model's normalisation of the whole recording.
     """
-    count = len(raw) // _SAMPLE_DTYPE.itemsize
-    if count == 0:
+    count = (len(raw) - skip_bytes) // _SAMPLE_DTYPE.itemsize
+    if count <= 0:
         raise AudioDecodeError(f"no audio samples decoded from {path.name}")
-    samples = np.frombuffer(raw, dtype=_SAMPLE_DTYPE, count=count).astype(np.float32, copy=False)
+    samples = np.frombuffer(raw, dtype=_SAMPLE_DTYPE, count=count, offset=skip_bytes).astype(np.float32, copy=False)
     np.nan_to_num(samples, copy=False, nan=0.0)
     np.clip(samples, -1.0, 1.0, out=samples)
     return samples
