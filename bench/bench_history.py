@@ -92,6 +92,9 @@ def _bulk_insert(path: Path, n_heavy: int, n_others: int) -> None:
         users = [(HEAVY_USER, 0.0)] + [(2_000_000 + k, 0.0) for k in range(500)]
         with conn:
             conn.executemany("INSERT INTO users (id, created_at) VALUES (?, ?)", users)
+            # Titled groups, as the bot stores them: pages look the titles up.
+            conn.executemany("INSERT INTO chats (id, type, title) VALUES (?, 'supergroup', ?)",
+                             [(chat_id, f"Group {-chat_id}") for chat_id in GROUPS])
             conn.executemany(
                 "INSERT INTO transcripts (user_id, chat_id, message_id, forward_origin, file_unique_id,"
                 " duration, text, raw_text, words, model, options, processing_seconds, created_at)"

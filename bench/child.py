@@ -104,13 +104,17 @@ def task_engine(args: argparse.Namespace) -> None:
 
 
 def task_cold_start(args: argparse.Namespace) -> None:
-    """Start a 1-worker pool and report seconds since the parent launched us (`--t0`, epoch).
+    """Start a 1-worker pool the way `python -m bot run` does and report seconds since the
+    parent launched us (`--t0`, epoch).
 
     Marks: script started (interpreter and harness up), imports done, model loaded
     (load_ctc_model in the pool's parent, timed by wrapping it), worker ready (start()
     returned), first 5 s note done.
     """
     marks = {"script_started": time.time() - args.t0}
+    from bot.forkserver import start_forkserver
+
+    start_forkserver()  # as `python -m bot run` does, before its own heavy imports
     from bot import executor
 
     marks["imports"] = time.time() - args.t0

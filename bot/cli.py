@@ -57,6 +57,9 @@ def _run(settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_CONFIG
+    from bot.forkserver import start_forkserver
+
+    start_forkserver()  # the workers' imports, on another core while this process imports the bot
     from bot.app import run_bot
 
     try:

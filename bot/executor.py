@@ -5,12 +5,10 @@ shut down), so a distributed backend could replace the pool without touching the
 
 `ProcessPoolTranscriber` loads the model once in the parent, moves its weights to shared
 memory, and hands them to each worker, so N workers cost one copy of the weights.
-Workers are forked from a multiprocessing *forkserver* that imported torch, transformers
-and the engine once before any thread started (never from the bot itself: PyTorch and
-a threaded, event-looped process do not fork safely). Every worker then shares those
-imported libraries' pages with the forkserver instead of importing its own copy, which
-halves a worker's start-up time and most of its private memory. Each worker owns one pipe to the parent;
-a reader thread per worker turns its messages into calls on the event loop.
+Workers are forked from a multiprocessing forkserver (`bot.forkserver`) that imported
+torch, transformers and the engine once, so they share those pages instead of each
+importing its own copy. Each worker owns one pipe to the parent; a reader thread per
+worker turns its messages into calls on the event loop.
 
 Scheduling is fair across owners (users): queued jobs are taken round-robin by owner,
 so one user sending fifty files does not delay another user's single voice note.
@@ -23,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import multiprocessing as mp
-from multiprocessing import forkserver
 import threading
 import time
 from collections import deque
@@ -38,6 +34,7 @@ import numpy as np
 
 from bot.asr.loading import SharedModel, load_ctc_model
 from bot.asr.types import Progress, Transcription
+from bot.forkserver import start_forkserver, worker_context
 from bot.settings import Settings
 from bot.errors import (
     ExecutorOverloadedError,
@@ -56,14 +53,6 @@ ProgressCallback = Callable[[Progress], None]
 CANCEL_GRACE_SECONDS = 5.0
 #: Workers that die this many times in a row before becoming ready mean the pool is broken.
 MAX_FAILED_STARTS = 3
-#: Imported once by the forkserver, inherited (copy-on-write) by every worker it forks.
-WORKER_PRELOAD = (
-    "bot.asr.engine",
-    "bot.asr.loading",
-    "bot.audio",
-    "transformers.models.wav2vec2.modeling_wav2vec2",
-    "transformers.models.wav2vec2.processing_wav2vec2",
-)
 
 
 class TranscriptionJob(Protocol):
@@ -323,18 +312,6 @@ class _FairQueue:
         return jobs
 
 
-def _worker_context() -> mp.context.ForkServerContext:
-    """The forkserver start method, its server preloading `WORKER_PRELOAD`.
-
-    The preload list is global to the process's one forkserver; it only takes effect when
-    that server starts (with the first worker), and a module missing from it is imported
-    by the worker itself, so this is an optimisation and never a requirement.
-    """
-    context = mp.get_context("forkserver")
-    context.set_forkserver_preload(list(WORKER_PRELOAD))
-    return context
-
-
 class ProcessPoolTranscriber:
     """A `Transcriber` backed by forkserver worker processes sharing one copy of the model."""
 
@@ -352,7 +329,7 @@ class ProcessPoolTranscriber:
         self.queue_size = queue_size
         self.job_timeout = job_timeout
         self._on_worker_restart = on_worker_restart
-        self._ctx = _worker_context()
+        self._ctx = worker_context()
         self._shared: SharedModel | None = None
         self._pool: list[_Worker] = []
         self._queue = _FairQueue()
@@ -368,11 +345,11 @@ class ProcessPoolTranscriber:
     async def start(self) -> None:
         """Load the model (once), spawn the workers and wait until every one is ready.
 
-        The forkserver is started first, so its imports run while this process loads
-        the weights rather than after.
+        The forkserver is started first (if `python -m bot run` has not already), so its
+        imports run while this process loads the weights rather than after.
         """
         self._loop = asyncio.get_running_loop()
-        forkserver.ensure_running()
+        start_forkserver()
         loaded = await asyncio.to_thread(load_ctc_model, self.config.model, attention=self.config.attention)
         self._shared = SharedModel.from_loaded(loaded, attention=self.config.attention)
         for index in range(self.workers):
