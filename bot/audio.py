@@ -22,11 +22,11 @@ pass and no intermediate WAV. Its stderr never reaches users; a short tail is lo
 Speed: starting one of these processes costs ~55 ms (the Debian build links ~200
 shared libraries), as much as decoding a 30 s voice note. So a voice note's length is
 read from its Ogg pages (`bot.ogg`) instead of asking ffprobe, and for other files the
-probe and the decode run side by side rather than one after the other. Opus decoding is single-threaded,
-so a long recording in a container that seeks to the exact sample is decoded in
-pieces by several ffmpeg processes at once (its first piece by the process already
-started); each later piece starts a second early and drops that second, so the
-decoder has settled by the first sample kept.
+probe and the decode run side by side rather than one after the other. Opus decoding
+is single-threaded, so a long recording in a container that seeks to the exact sample
+is decoded in pieces by several ffmpeg processes at once; each piece after the first
+starts a second early and drops that second, so the decoder has settled by the first
+sample kept.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ import json
 import logging
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
 import resource
 import selectors
 import shutil
@@ -45,6 +43,8 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -157,7 +157,8 @@ def decode_audio(
 
     Reads an Ogg Opus file's length from its pages, or probes any other container while
     ffmpeg starts, and raises AudioTooLongError (killing that ffmpeg before it decodes
-    more than a pipe's worth) when the container says the audio is longer than `max_seconds`. Because containers can lie (or not say), decoding is also cut off
+    more than a pipe's worth) when the container says the audio is longer than
+    `max_seconds`. Because containers can lie (or not say), decoding is also cut off
     just past `max_seconds` of output, and reaching the cap raises AudioTooLongError too.
     `timeout` bounds probe and decode together; `memory_mb` is each ffmpeg process's
     address-space limit; a long file is decoded by up to `processes` ffmpeg processes at
@@ -255,10 +256,13 @@ def _decode_pieces(
     """
 
     def decode(proc: subprocess.Popen[bytes], piece: _Piece) -> tuple[_RunResult, np.ndarray | None]:
+        """One piece's output and, if it came back whole, its scrubbed samples."""
         result = _output(proc, path, deadline=deadline, stdout_limit=piece.limit)
-        whole = result.returncode == 0 and (piece is pieces[-1] or len(result.stdout) == piece.limit)
         skip = piece.skip * _BYTES_PER_SECOND
-        return result, _to_samples(result.stdout, path, skip_bytes=skip) if whole and len(result.stdout) > skip else None
+        whole = result.returncode == 0 and (piece is pieces[-1] or len(result.stdout) == piece.limit)
+        if not whole or len(result.stdout) <= skip:
+            return result, None
+        return result, _to_samples(result.stdout, path, skip_bytes=skip)
 
     with ExitStack() as stack:
         procs = [stack.enter_context(_started(piece.argv(path), path, deadline=deadline, memory_mb=memory_mb))

@@ -343,7 +343,7 @@ class ProcessPoolTranscriber:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the model (once), spawn the workers and wait until every one is ready.
+        """Load the model (once), start the workers and wait until every one is ready.
 
         The forkserver is started first (if `python -m bot run` has not already), so its
         imports run while this process loads the weights rather than after.
