@@ -138,12 +138,10 @@ async def on_search(update: Update, context: Context) -> None:
 async def on_export(update: Update, context: Context) -> None:
     """`/export`: the whole history as a readable .txt and a complete .json (private chats only:
     a group must never receive someone's private transcripts)."""
-    message, scope = _command(update)
-    if message is None or scope is None:
+    found = await _private_command(update, "export")
+    if found is None:
         return
-    if scope.chat_id is not None:
-        await message.reply_text(PRIVATE_ONLY.format(command="export"))
-        return
+    message, scope = found
     records = await context.bot_data.storage.export_user(scope.user_id)
     if not records:
         note = await _storing_note(context, scope.user_id)
@@ -163,12 +161,10 @@ async def on_export(update: Update, context: Context) -> None:
 async def on_forget(update: Update, context: Context) -> None:
     """`/forget`: ask before deleting everything stored about the caller (private chats only,
     so the prompt and its button are seen and pressed by that user alone)."""
-    message, scope = _command(update)
-    if message is None or scope is None:
+    found = await _private_command(update, "forget")
+    if found is None:
         return
-    if scope.chat_id is not None:
-        await message.reply_text(PRIVATE_ONLY.format(command="forget"))
-        return
+    message, scope = found
     total = (await context.bot_data.storage.history_page(scope.user_id, chat_id=None, offset=0, limit=1)).total
     keyboard = InlineKeyboardMarkup(
         [[
@@ -311,6 +307,18 @@ def _command(update: Update) -> tuple[Message | None, Scope | None]:
     if message is None or user is None:
         return None, None
     return message, _scope(message.chat, user.id)
+
+
+async def _private_command(update: Update, command: str) -> tuple[Message, Scope] | None:
+    """The message and scope of a command that works in private chats only; in a group it
+    says so instead, and None means there is nothing more to do."""
+    message, scope = _command(update)
+    if message is None or scope is None:
+        return None
+    if scope.chat_id is not None:
+        await message.reply_text(PRIVATE_ONLY.format(command=command))
+        return None
+    return message, scope
 
 
 async def _pressed(
