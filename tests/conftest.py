@@ -24,6 +24,7 @@ import pytest
 
 from bot.asr.engine import SpeechRecognizer
 from bot.asr.loading import load_ctc_model
+from bot import audio
 from bot.audio import decode_audio
 from tests.fake_telegram import FakeTelegram, SentMessage
 from tests.media import convert, synth_speech
@@ -100,6 +101,20 @@ class BotProcess:
             code = await loop.run_in_executor(None, self.process.wait)
         self._log.close()
         return code
+
+
+@pytest.fixture
+def audio_spawns(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """Every ffmpeg/ffprobe process bot.audio starts during the test, in order (real processes)."""
+    spawned: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def spy(argv, *args, **kwargs):  # type: ignore[no-untyped-def]
+        spawned.append(real_popen(argv, *args, **kwargs))
+        return spawned[-1]
+
+    monkeypatch.setattr(audio.subprocess, "Popen", spy)
+    return spawned
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -246,18 +247,9 @@ def test_odd_file_names_are_read_as_plain_files(tmp_path: Path, name: str) -> No
 # --- long files decoded in pieces -----------------------------------------------------
 
 
-def _ffmpeg_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """Record the argv of every ffmpeg (not ffprobe) that bot.audio starts."""
-    runs: list[list[str]] = []
-    real_popen = audio.subprocess.Popen
-
-    def spy(argv, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if Path(argv[0]).name == "ffmpeg":
-            runs.append(list(argv))
-        return real_popen(argv, *args, **kwargs)
-
-    monkeypatch.setattr(audio.subprocess, "Popen", spy)
-    return runs
+def _ffmpeg_argvs(spawned: list[subprocess.Popen[bytes]]) -> list[list[str]]:
+    """The argv of every ffmpeg (not ffprobe) among `spawned`."""
+    return [list(proc.args) for proc in spawned if Path(proc.args[0]).name == "ffmpeg"]
 
 
 # Three pieces seeking to 0, 31 (32 - 1) and 62 (63 - 1) s; for files other than Ogg Opus
@@ -269,20 +261,24 @@ def _ffmpeg_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
      ("long.wav", ("-ar", "22050", "-ac", "2"), ["0", "0", "31", "62"])],
 )
 def test_long_file_decoded_in_pieces_equals_one_pass(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, codec: tuple[str, ...], seeks: list[str]
+    tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]], name: str, codec: tuple[str, ...],
+    seeks: list[str],
 ) -> None:
     """Three ffmpeg processes at once give the samples one process gives, to float rounding."""
     source = tmp_path / name
     ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=95:c=pink:a=0.3:seed=7", *codec, str(source))
     one_pass = decode_audio(source, max_seconds=600, processes=1)
-    runs = _ffmpeg_runs(monkeypatch)
+    audio_spawns.clear()
     pieces = decode_audio(source, max_seconds=600, processes=3)
+    runs = _ffmpeg_argvs(audio_spawns)
     assert [run[run.index("-ss") + 1] if "-ss" in run else "0" for run in runs] == seeks
     assert pieces.shape == one_pass.shape == (95 * SAMPLE_RATE,)
     np.testing.assert_allclose(pieces, one_pass, rtol=0, atol=1e-4)
 
 
-def test_damaged_middle_falls_back_to_one_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_damaged_middle_falls_back_to_one_pass(
+    tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]]
+) -> None:
     """Lost pages shorten a piece (its cut is by timestamp), so the file is decoded in one pass after all.
 
     Pieces joined regardless would repeat audio: one pass closes the gap up and runs on.
@@ -294,15 +290,17 @@ def test_damaged_middle_falls_back_to_one_pass(tmp_path: Path, monkeypatch: pyte
     damaged = tmp_path / "damaged.ogg"
     damaged.write_bytes(data)
     one_pass = decode_audio(damaged, max_seconds=600, processes=1)
-    runs = _ffmpeg_runs(monkeypatch)
+    audio_spawns.clear()
     np.testing.assert_array_equal(decode_audio(damaged, max_seconds=600, processes=2), one_pass)
-    assert len(runs) == 3  # two pieces, then one pass
+    assert len(_ffmpeg_argvs(audio_spawns)) == 3  # two pieces, then one pass
     assert one_pass.size < 94 * SAMPLE_RATE  # the damage really did lose audio
 
 
-def test_formats_without_exact_seeking_decode_in_one_piece(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_formats_without_exact_seeking_decode_in_one_piece(
+    tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]]
+) -> None:
     source = make_tone(tmp_path / "long.mp3", 95.0, "-ar", "44100")
-    runs = _ffmpeg_runs(monkeypatch)
+    audio_spawns.clear()
     assert_duration(decode_audio(source, max_seconds=600, processes=4), 95.0)
-    assert len(runs) == 1
+    assert len(_ffmpeg_argvs(audio_spawns)) == 1
 

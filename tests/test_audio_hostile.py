@@ -211,45 +211,30 @@ def test_playlist_pointing_at_a_local_file_does_not_read_it(tmp_path: Path, make
 
 
 def test_three_hour_voice_note_is_refused_before_decoding(
-    three_hour_ogg: Path, monkeypatch: pytest.MonkeyPatch
+    three_hour_ogg: Path, audio_spawns: list[subprocess.Popen[bytes]]
 ) -> None:
     """Its Ogg pages tell its length: refused without starting ffmpeg or ffprobe at all."""
-    spawned: list[str] = []
-    real_popen = subprocess.Popen
-
-    def spy(argv, *args, **kwargs):  # type: ignore[no-untyped-def]
-        spawned.append(Path(argv[0]).name)
-        return real_popen(argv, *args, **kwargs)
-
-    monkeypatch.setattr(audio.subprocess, "Popen", spy)
     started = time.monotonic()
     with pytest.raises(AudioTooLongError) as caught:
         decode_audio(three_hour_ogg, max_seconds=1800)
     assert time.monotonic() - started < 1  # a full decode takes ~5 s of CPU
-    assert spawned == []
+    assert audio_spawns == []
     assert caught.value.duration == pytest.approx(THREE_HOURS, abs=1)
     assert caught.value.limit == 1800
     assert "3:00:00" in caught.value.user_message
 
 
 def test_long_non_opus_file_is_refused_by_the_probe(
-    media_dir: Path, monkeypatch: pytest.MonkeyPatch
+    media_dir: Path, audio_spawns: list[subprocess.Popen[bytes]]
 ) -> None:
     """Other containers are measured by ffprobe; the ffmpeg started beside it is killed at once."""
     hour = make_silence(media_dir / "hour.flac", 3600, rate=8_000)
-    spawned: list[subprocess.Popen[bytes]] = []
-    real_popen = subprocess.Popen
-
-    def spy(argv, *args, **kwargs):  # type: ignore[no-untyped-def]
-        spawned.append(real_popen(argv, *args, **kwargs))
-        return spawned[-1]
-
-    monkeypatch.setattr(audio.subprocess, "Popen", spy)
+    audio_spawns.clear()
     with pytest.raises(AudioTooLongError) as caught:
         decode_audio(hour, max_seconds=1800)
     assert caught.value.duration == pytest.approx(3600)
-    assert sorted(Path(p.args[0]).name for p in spawned) == ["ffmpeg", "ffprobe"]
-    [ffmpeg] = [p for p in spawned if Path(p.args[0]).name == "ffmpeg"]
+    assert sorted(Path(p.args[0]).name for p in audio_spawns) == ["ffmpeg", "ffprobe"]
+    [ffmpeg] = [p for p in audio_spawns if Path(p.args[0]).name == "ffmpeg"]
     assert ffmpeg.returncode == -signal.SIGKILL
 
 
