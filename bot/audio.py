@@ -26,7 +26,8 @@ probe and the decode run side by side rather than one after the other. Opus deco
 is single-threaded, so a long recording in a container that seeks to the exact sample
 is decoded in pieces by several ffmpeg processes at once; each piece after the first
 starts a second early and drops that second, so the decoder has settled by the first
-sample kept.
+sample kept. And a long-lived caller (a model worker) holds an `AudioDecoder`, which keeps
+one ffmpeg started ahead of time, waiting on its stdin for the next voice note.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ import shutil
 import signal
 import subprocess
 import time
+import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
@@ -58,7 +60,7 @@ with warnings.catch_warnings():
     from pydub import AudioSegment
 
 from bot.errors import AudioDecodeError, AudioTooLongError, FFmpegMissingError
-from bot.ogg import opus_duration
+from bot.ogg import opus_duration, pages_through
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,13 @@ _INPUT_HARDENING = (
     "-threads", "1",
 )  # fmt: skip
 
+# The input of a spare ffmpeg (`AudioDecoder`): Ogg and nothing else, from stdin only.
+_SPARE_INPUT_HARDENING = (
+    "-protocol_whitelist", "pipe",
+    "-threads", "1",
+    "-f", "ogg",
+)  # fmt: skip
+
 # ffprobe prints a few hundred bytes of JSON; a file crafted with thousands of streams
 # must not make the probe itself a memory problem.
 _PROBE_OUTPUT_LIMIT = 1 << 20
@@ -103,6 +112,11 @@ _CAP_SLACK_SECONDS = 1.0
 # whole seconds early. Whole seconds keep every piece boundary on an exact sample.
 _PIECE_MIN_SECONDS = 30
 _PIECE_PREROLL_SECONDS = 1
+# A spare ffmpeg (AudioDecoder) taking the first piece has no start-up left to do: it gets
+# about what an ffmpeg decodes in the ~60 ms another one takes to start, so all end together.
+_SPARE_HEAD_START_SECONDS = 40
+# ... and is fed the pages up to this far past its piece, so it surely reaches its end.
+_SPARE_OVERRUN_SECONDS = 1
 # Demuxers whose input seeking (`-ss` before `-i`) was checked to land on the exact
 # sample (tests/test_audio.py). Not so: MP3 and raw streams (seek by estimated bitrate),
 # AAC in MP4 (encoder priming is not re-applied after a seek) and Matroska (millisecond
@@ -125,6 +139,24 @@ class _RunResult:
     stdout: bytearray
     stderr_tail: str
     overflowed: bool  # stdout went past its limit and the process was killed
+
+
+@dataclass(frozen=True)
+class _Feed:
+    """What a spare ffmpeg is given on its stdin: the first `size` bytes of `file`."""
+
+    file: IO[bytes]
+    size: int
+
+
+@dataclass(frozen=True)
+class _SparePiece:
+    """A spare ffmpeg taking a long voice note's first piece: it gets `size` bytes of the
+    file, which hold `seconds` of audio by their pages' granule positions."""
+
+    proc: subprocess.Popen[bytes]
+    size: int
+    seconds: float
 
 
 class _Timeout(Exception):
@@ -166,6 +198,81 @@ def decode_audio(
     Silence is valid and comes back as zeros; a file with no decodable samples raises
     AudioDecodeError. A truncated file returns whatever part of it decodes.
     """
+    return _decode(path, max_seconds=max_seconds, timeout=timeout, memory_mb=memory_mb, processes=processes,
+                   take_spare=lambda: None)
+
+
+class AudioDecoder:
+    """`decode_audio` with its limits bound, keeping one ffmpeg started for the next voice note.
+
+    Starting ffmpeg takes ~55 ms, about as long as decoding a 30 s voice note, so on a
+    short note it is most of the decode. A worker calls `prepare()` when it goes idle,
+    which starts a *spare* ffmpeg that loads its libraries and then waits on its stdin;
+    the next voice note decoded in one piece (Ogg Opus, not long enough to split) is
+    written into it, so no start-up is left on the note's path. The spare runs the same
+    command under the same limits as any decode, except that it reads Ogg from stdin and
+    nothing else (no file, no other format), and it exits when its stdin closes, so it
+    never outlives its owner, even one killed by SIGKILL. Other files, and any call while
+    no spare is ready, are decoded exactly as `decode_audio` does. Output is identical
+    either way (tests/test_audio.py). Costs one idle ffmpeg: ~45 MB RSS, ~9 MB of it private.
+    Safe to share between threads: one of them gets the spare, the others start their own.
+    """
+
+    def __init__(self, *, max_seconds: float, timeout: float = 120.0, memory_mb: int = 1024,
+                 processes: int | None = None) -> None:
+        self.max_seconds = max_seconds
+        self.timeout = timeout
+        self.memory_mb = memory_mb
+        self.processes = processes
+        self._lock = threading.Lock()
+        self._spare: subprocess.Popen[bytes] | None = None
+
+    def decode(self, path: Path) -> np.ndarray:
+        """Same contract as `decode_audio` with this decoder's limits."""
+        return _decode(path, max_seconds=self.max_seconds, timeout=self.timeout, memory_mb=self.memory_mb,
+                       processes=self.processes, take_spare=self._take_spare)
+
+    def prepare(self) -> None:
+        """Start the spare ffmpeg unless one is waiting already (call when idle: it costs ~55 ms of CPU)."""
+        with self._lock:
+            if self._spare is not None and self._spare.poll() is None:
+                return
+            if self._spare is not None:
+                _discard(self._spare)
+            self._spare = None
+            argv = _decode_argv(None, seconds=self.max_seconds + _CAP_SLACK_SECONDS)
+            try:
+                self._spare = _spawn(argv, cpu_seconds=self.timeout, memory_mb=self.memory_mb, stdin=subprocess.PIPE)
+            except FFmpegMissingError as exc:  # the next decode reports it to its caller
+                logger.warning("no spare ffmpeg: %s", exc)
+
+    def close(self) -> None:
+        """Stop the spare, if any."""
+        spare = self._take_spare()
+        if spare is not None:
+            _discard(spare)
+
+    def _take_spare(self) -> subprocess.Popen[bytes] | None:
+        """The waiting spare, now the caller's to feed and to end; None when there is none alive."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is not None:
+            _discard(spare)
+            return None
+        return spare
+
+    def __enter__(self) -> AudioDecoder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _decode(
+    path: Path, *, max_seconds: float, timeout: float, memory_mb: int, processes: int | None,
+    take_spare: Callable[[], subprocess.Popen[bytes] | None],
+) -> np.ndarray:
+    """decode_audio, taking a spare ffmpeg (see AudioDecoder) for a voice note, whole or its first piece."""
     deadline = time.monotonic() + timeout
     max_bytes = int(max_seconds * SAMPLE_RATE) * _SAMPLE_DTYPE.itemsize
     one_pass = _decode_argv(path, seconds=max_seconds + _CAP_SLACK_SECONDS)
@@ -181,12 +288,25 @@ def decode_audio(
             raise AudioTooLongError(info.duration, max_seconds)
         pieces = _plan_pieces(info, max_seconds=max_seconds, processes=processes or _usable_cpus())
         if len(pieces) == 1:
-            if first is None:
+            feed = None
+            if first is None and (spare := take_spare()) is not None:
+                first = stack.enter_context(_owned(spare))
+                feed = _Feed(stack.enter_context(open(path, "rb")), os.path.getsize(path))
+            elif first is None:
                 first = stack.enter_context(_started(one_pass, path, deadline=deadline, memory_mb=memory_mb))
-            return _samples_of(_output(first, path, deadline=deadline, stdout_limit=max_bytes),
+            return _samples_of(_output(first, path, deadline=deadline, stdout_limit=max_bytes, feed=feed),
                                path, info=info, max_seconds=max_seconds)
+        # A long voice note: a spare, already started, takes a longer first piece.
+        spare_piece = None
+        if opus_seconds is not None:
+            ahead = _plan_pieces(info, max_seconds=max_seconds, processes=len(pieces),
+                                 head_start=_SPARE_HEAD_START_SECONDS)
+            pages = pages_through(path, ahead[1].start + _SPARE_OVERRUN_SECONDS)
+            if pages is not None and (spare := take_spare()) is not None:
+                pieces, spare_piece = ahead, _SparePiece(spare, *pages)
     # A long file: `first`, if started, has barely begun and is killed; the pieces decode it.
-    joined = _decode_pieces(path, pieces, info=info, max_seconds=max_seconds, deadline=deadline, memory_mb=memory_mb)
+    joined = _decode_pieces(path, pieces, info=info, max_seconds=max_seconds, deadline=deadline, memory_mb=memory_mb,
+                            spare=spare_piece)
     if joined is None:
         result = _run(one_pass, path, deadline=deadline, memory_mb=memory_mb, stdout_limit=max_bytes)
         return _samples_of(result, path, info=info, max_seconds=max_seconds)
@@ -231,11 +351,12 @@ class _Piece:
         return _decode_argv(path, seconds=end - self.start + self.skip, seek=self.start - self.skip)
 
 
-def _plan_pieces(info: AudioInfo, *, max_seconds: float, processes: int) -> list[_Piece]:
-    """Split a long recording into up to `processes` pieces of at least `_PIECE_MIN_SECONDS`."""
+def _plan_pieces(info: AudioInfo, *, max_seconds: float, processes: int, head_start: float = 0) -> list[_Piece]:
+    """Split a long recording into up to `processes` pieces of at least `_PIECE_MIN_SECONDS`,
+    the first `head_start` seconds longer than the others (for an ffmpeg that is running already)."""
     seekable = bool(set(info.format_name.split(",")) & _SAMPLE_ACCURATE_FORMATS)
     count = max(1, min(processes, int(info.duration // _PIECE_MIN_SECONDS))) if seekable else 1
-    starts = [round(info.duration * index / count) for index in range(count)]
+    starts = [0, *(round(head_start + (info.duration - head_start) * index / count) for index in range(1, count))]
     return [
         _Piece(start=start, skip=min(_PIECE_PREROLL_SECONDS, start), end=end, max_seconds=max_seconds)
         for start, end in zip(starts, [*starts[1:], None], strict=True)
@@ -243,32 +364,48 @@ def _plan_pieces(info: AudioInfo, *, max_seconds: float, processes: int) -> list
 
 
 def _decode_pieces(
-    path: Path, pieces: list[_Piece], *, info: AudioInfo, max_seconds: float, deadline: float, memory_mb: int
+    path: Path, pieces: list[_Piece], *, info: AudioInfo, max_seconds: float, deadline: float, memory_mb: int,
+    spare: _SparePiece | None,
 ) -> np.ndarray | None:
     """Decode all pieces at once and join them, or None when only one pass can be trusted.
 
     Each piece but the last is cut by timestamp (`-t`), so a gap in the stream (a
     damaged page, a container whose duration is wrong) makes it come back short,
     while one pass would have closed the gap up; then None tells the caller to decode
-    in one pass instead. The last piece carries the overall output cap and raises
-    AudioTooLongError past it. Each piece is scrubbed in its own thread (numpy lets go
-    of the GIL), and the pieces are copied once, into the result.
+    in one pass instead. With `spare` the first piece is a spare ffmpeg's: it is fed the
+    file's pages up to a second past the piece (an intact chain, `bot.ogg.pages_through`),
+    must give back exactly the audio their granule positions promise, so a frame the
+    decoder dropped shows, and is cut back to the piece. The last piece carries the
+    overall output cap and raises AudioTooLongError past it. Each piece is scrubbed in its own thread
+    (numpy lets go of the GIL), and the pieces are copied once, into the result.
     """
 
-    def decode(proc: subprocess.Popen[bytes], piece: _Piece) -> tuple[_RunResult, np.ndarray | None]:
+    def decode(proc: subprocess.Popen[bytes], piece: _Piece, feed: _Feed | None) -> tuple[_RunResult, np.ndarray | None]:
         """One piece's output and, if it came back whole, its scrubbed samples."""
-        result = _output(proc, path, deadline=deadline, stdout_limit=piece.limit)
+        if feed is None:
+            result = _output(proc, path, deadline=deadline, stdout_limit=piece.limit)
+            whole = result.returncode == 0 and (piece is pieces[-1] or len(result.stdout) == piece.limit)
+        else:  # the spare's
+            assert spare is not None
+            expected = round(spare.seconds * SAMPLE_RATE) * _SAMPLE_DTYPE.itemsize
+            result = _output(proc, path, deadline=deadline, stdout_limit=expected, feed=feed)
+            whole = result.returncode == 0 and len(result.stdout) == expected >= piece.limit
+            del result.stdout[piece.limit :]
         skip = piece.skip * _BYTES_PER_SECOND
-        whole = result.returncode == 0 and (piece is pieces[-1] or len(result.stdout) == piece.limit)
         if not whole or len(result.stdout) <= skip:
             return result, None
         return result, _to_samples(result.stdout, path, skip_bytes=skip)
 
     with ExitStack() as stack:
-        procs = [stack.enter_context(_started(piece.argv(path), path, deadline=deadline, memory_mb=memory_mb))
-                 for piece in pieces]
+        feeds: list[_Feed | None] = [None] * len(pieces)
+        procs = []
+        if spare is not None:
+            procs.append(stack.enter_context(_owned(spare.proc)))
+            feeds[0] = _Feed(stack.enter_context(open(path, "rb")), spare.size)
+        procs += [stack.enter_context(_started(piece.argv(path), path, deadline=deadline, memory_mb=memory_mb))
+                  for piece in pieces[len(procs):]]
         with ThreadPoolExecutor(len(procs), thread_name_prefix="ffmpeg-piece") as threads:
-            decoded = list(threads.map(decode, procs, pieces))
+            decoded = list(threads.map(decode, procs, pieces, feeds))
     last, (last_result, _) = pieces[-1], decoded[-1]
     if last_result.overflowed:
         seconds = last.start - last.skip + len(last_result.stdout) / _BYTES_PER_SECOND
@@ -325,17 +462,20 @@ def _seconds(value: object) -> float:
     return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
 
 
-def _decode_argv(path: Path, *, seconds: float, seek: int = 0) -> list[str]:
-    """ffmpeg decoding `seconds` of the first audio stream from second `seek` to 16 kHz mono f32."""
+def _decode_argv(path: Path | None, *, seconds: float, seek: int = 0) -> list[str]:
+    """ffmpeg decoding `seconds` of the first audio stream from second `seek` to 16 kHz mono f32.
+
+    It reads `path`, or with None, Ogg from its stdin (a spare, see AudioDecoder).
+    """
     return [
         _binary("ffmpeg"),
-        "-nostdin",
+        "-nostdin",  # no interactive keys; reading the input from stdin is unaffected
         "-hide_banner",
         "-nostats",
         "-loglevel", "error",
-        *_INPUT_HARDENING,
+        *(_INPUT_HARDENING if path is not None else _SPARE_INPUT_HARDENING),
         *(("-ss", str(seek)) if seek else ()),
-        "-i", _input_url(path),
+        "-i", _input_url(path) if path is not None else "pipe:0",
         "-map", "0:a:0",  # the first audio stream: a video's sound track, never a cover image
         "-vn", "-sn", "-dn",
         "-ac", "1",
@@ -389,11 +529,17 @@ def _started(argv: Sequence[str], path: Path, *, deadline: float, memory_mb: int
     timeout = deadline - time.monotonic()
     if timeout <= 0:
         raise _timeout_error(Path(argv[0]).name, path, "")
-    limits = _limits(cpu_seconds=timeout, memory_mb=memory_mb)
+    with _owned(_spawn(argv, cpu_seconds=timeout, memory_mb=memory_mb, stdin=subprocess.DEVNULL)) as proc:
+        yield proc
+
+
+def _spawn(argv: Sequence[str], *, cpu_seconds: float, memory_mb: int, stdin: int) -> subprocess.Popen[bytes]:
+    """Start ffmpeg/ffprobe in a process group of its own, under the resource limits."""
+    limits = _limits(cpu_seconds=cpu_seconds, memory_mb=memory_mb)
     try:
         proc = subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             close_fds=True,
@@ -402,20 +548,37 @@ def _started(argv: Sequence[str], path: Path, *, deadline: float, memory_mb: int
         )
     except (FileNotFoundError, PermissionError) as exc:
         raise FFmpegMissingError(f"cannot run {argv[0]}: {exc}; {_INSTALL_HINT}") from exc
+    if _CAN_LIMIT_AFTER_EXEC:
+        with suppress(ProcessLookupError):  # it exited already: nothing left to limit
+            _apply_limits(limits, pid=proc.pid)
+    return proc
+
+
+@contextmanager
+def _owned(proc: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """`proc` for the duration of the block; then its process group is killed and its pipes closed."""
     with proc:
         try:
-            if _CAN_LIMIT_AFTER_EXEC:
-                with suppress(ProcessLookupError):  # it exited already: nothing left to limit
-                    _apply_limits(limits, pid=proc.pid)
             yield proc
         finally:
             _kill_group(proc)
 
 
-def _output(proc: subprocess.Popen[bytes], path: Path, *, deadline: float, stdout_limit: int) -> _RunResult:
-    """Everything a started process writes, up to `stdout_limit` (+1) bytes of stdout, and how it ended."""
+def _discard(proc: subprocess.Popen[bytes]) -> None:
+    """Kill `proc`'s process group, reap it and close its pipes."""
+    with _owned(proc):
+        pass
+
+
+def _output(
+    proc: subprocess.Popen[bytes], path: Path, *, deadline: float, stdout_limit: int, feed: _Feed | None = None
+) -> _RunResult:
+    """Everything a started process writes, up to `stdout_limit` (+1) bytes of stdout, and how it ended.
+
+    With `feed`, those bytes of the file are written to the process's stdin meanwhile.
+    """
     try:
-        return _collect(proc, deadline=deadline, stdout_limit=stdout_limit)
+        return _collect(proc, deadline=deadline, stdout_limit=stdout_limit, feed=feed)
     except _Timeout as exc:
         raise _timeout_error(Path(proc.args[0]).name, path, str(exc)) from None
 
@@ -461,16 +624,28 @@ def _apply_limits(limits: list[tuple[int, tuple[int, int]]], *, pid: int | None 
             resource.prlimit(pid, kind, values)
 
 
-def _collect(proc: subprocess.Popen[bytes], *, deadline: float, stdout_limit: int) -> _RunResult:
-    """Drain stdout and stderr together (so neither pipe can fill and stall ffmpeg) until EOF."""
+def _collect(
+    proc: subprocess.Popen[bytes], *, deadline: float, stdout_limit: int, feed: _Feed | None
+) -> _RunResult:
+    """Drain stdout and stderr together (so neither pipe can fill and stall ffmpeg) until EOF,
+    writing `feed` to stdin meanwhile (so ffmpeg never waits on us either)."""
     assert proc.stdout is not None and proc.stderr is not None
     out = bytearray()
     tail = bytearray()
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
         selector.register(proc.stderr, selectors.EVENT_READ)
+        if feed is not None:
+            assert proc.stdin is not None
+            os.set_blocking(proc.stdin.fileno(), False)
+            selector.register(proc.stdin, selectors.EVENT_WRITE, _Feeder(feed, proc.stdin))
         while selector.get_map():
             for key, _ in selector.select(_remaining(deadline, tail)):
+                if key.data is not None:
+                    if key.data.write():
+                        selector.unregister(key.fileobj)
+                        key.data.close()
+                    continue
                 stream: IO[bytes] = key.fileobj  # type: ignore[assignment]
                 want = stdout_limit + 1 - len(out) if stream is proc.stdout else _READ_CHUNK
                 chunk = os.read(key.fd, min(want, _READ_CHUNK))
@@ -487,6 +662,36 @@ def _collect(proc: subprocess.Popen[bytes], *, deadline: float, stdout_limit: in
     except subprocess.TimeoutExpired:
         raise _Timeout(_text(tail)) from None
     return _RunResult(returncode, out, _text(tail), overflowed=False)
+
+
+class _Feeder:
+    """Copies a feed into a non-blocking pipe, a pipe-buffer's worth per call, as it drains."""
+
+    def __init__(self, feed: _Feed, pipe: IO[bytes]) -> None:
+        self._source = feed.file
+        self._left = feed.size
+        self._pipe = pipe
+        self._pending = memoryview(b"")
+
+    def write(self) -> bool:
+        """Write what the pipe takes now; True once all is written or the reader has gone."""
+        if not self._pending:
+            self._pending = memoryview(self._source.read(min(_READ_CHUNK, self._left)))
+            self._left -= len(self._pending)
+            if not self._pending:
+                return True
+        try:
+            self._pending = self._pending[os.write(self._pipe.fileno(), self._pending):]
+        except BlockingIOError:
+            return False
+        except BrokenPipeError:  # ffmpeg stopped reading (bad data, output cap): its exit says why
+            return True
+        return False
+
+    def close(self) -> None:
+        """EOF for ffmpeg: the end of the file, which makes it flush and exit."""
+        with suppress(BrokenPipeError):
+            self._pipe.close()
 
 
 def _remaining(deadline: float, tail: bytearray) -> float:

@@ -28,11 +28,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from bot.asr.loading import SharedModel, load_ctc_model
+from bot.audio import AudioDecoder
 from bot.asr.types import Progress, Transcription
 from bot.forkserver import start_forkserver, worker_context
 from bot.settings import Settings
@@ -43,6 +44,9 @@ from bot.errors import (
     VoiceBotError,
     WorkerCrashedError,
 )
+
+if TYPE_CHECKING:
+    from bot.asr.engine import SpeechRecognizer
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +164,17 @@ def _worker_main(conn: Connection, cancel_seq: Any, shared: SharedModel, config:
         batch_size=config.batch_size, compile=config.compile,
     )
     del shared
-    conn.send(("ready",))
+    with AudioDecoder(max_seconds=config.max_audio_seconds, timeout=config.ffmpeg_timeout,
+                      memory_mb=config.ffmpeg_memory_mb) as decoder:
+        conn.send(("ready",))
+        _serve(conn, cancel_seq, recognizer, decoder, config)
+
+
+def _serve(conn: Connection, cancel_seq: Any, recognizer: SpeechRecognizer, decoder: AudioDecoder,
+           config: EngineConfig) -> None:
+    """Answer jobs until the parent says stop or goes away; while idle, the decoder has a spare ffmpeg ready."""
     while True:
+        decoder.prepare()
         try:
             message = conn.recv()
         except (EOFError, KeyboardInterrupt):
@@ -174,12 +187,7 @@ def _worker_main(conn: Connection, cancel_seq: Any, shared: SharedModel, config:
             if isinstance(source, np.ndarray):
                 audio, decode_seconds = source, 0.0
             else:
-                from bot.audio import decode_audio
-
-                audio = decode_audio(
-                    Path(source), max_seconds=config.max_audio_seconds,
-                    timeout=config.ffmpeg_timeout, memory_mb=config.ffmpeg_memory_mb,
-                )
+                audio = decoder.decode(Path(source))
                 decode_seconds = time.perf_counter() - started
             result = recognizer.transcribe(
                 audio,

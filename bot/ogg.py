@@ -1,4 +1,5 @@
-"""The duration of an Ogg Opus file (a Telegram voice note) from two page headers.
+"""The duration of an Ogg Opus file (a Telegram voice note) from two page headers, and
+where in the file a given moment has been reached.
 
 Most of what the bot decodes is Telegram voice notes: Ogg Opus. Their length is in the
 header of the last Ogg page (its granule position, in 48 kHz samples, less the pre-skip
@@ -12,6 +13,7 @@ costs at most a slower decode, never safety.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 #: The first page: 27-byte header, up to 255 lacing values, then OpusHead (19+ bytes).
@@ -41,6 +43,44 @@ def opus_duration(path: Path) -> float | None:
     if granule is None or granule <= pre_skip:
         return None
     return (granule - pre_skip) / _OPUS_RATE
+
+
+def pages_through(path: Path, seconds: float) -> tuple[int, float] | None:
+    """(bytes, their seconds): from the start of an Ogg Opus file to the end of the first
+    page that completes `seconds` of audio, and how much audio those pages hold by
+    their granule position; None unless the page chain up to there is intact.
+
+    Intact means each page starts where the one before ended, all of one stream, with
+    no sequence number missing: then a decoder given just those bytes decodes what one
+    given the whole file decodes up to there (`bot.audio` feeds them to an ffmpeg
+    already started, and checks it got that many seconds back). Lost or damaged
+    pages, or a file that ends sooner, give None.
+    """
+    try:
+        with open(path, "rb") as file:
+            first = _opus_stream(file.read(_HEAD_BYTES))
+            if first is None:
+                return None
+            serial, pre_skip = first
+            target = pre_skip + math.ceil(seconds * _OPUS_RATE)
+            size = file.seek(0, 2)
+            offset = sequence = 0
+            while True:
+                file.seek(offset)
+                header = file.read(27 + 255)
+                if (len(header) < 27 or header[:5] != b"OggS\0" or len(header) < 27 + header[26]
+                        or int.from_bytes(header[14:18], "little") != serial
+                        or int.from_bytes(header[18:22], "little") != sequence):
+                    return None
+                offset += 27 + header[26] + sum(header[27 : 27 + header[26]])
+                if offset > size:
+                    return None
+                granule = int.from_bytes(header[6:14], "little", signed=True)
+                if granule >= target:
+                    return offset, (granule - pre_skip) / _OPUS_RATE
+                sequence += 1
+    except OSError:
+        return None
 
 
 def _opus_stream(head: bytes) -> tuple[int, int] | None:

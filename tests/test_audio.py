@@ -9,7 +9,10 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -304,3 +307,137 @@ def test_formats_without_exact_seeking_decode_in_one_piece(
     assert_duration(decode_audio(source, max_seconds=600, processes=4), 95.0)
     assert len(_ffmpeg_argvs(audio_spawns)) == 1
 
+
+
+# --- AudioDecoder: a spare ffmpeg waiting for the next voice note ---------------------
+
+
+def _alive(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
+
+
+def test_spare_ffmpeg_decodes_a_voice_note_to_the_same_samples(
+    tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]]
+) -> None:
+    """The spare takes the note through its stdin, gives exactly decode_audio's samples, and is used up."""
+    wav = synth_speech("A voice note for the spare decoder, please.", tmp_path / "s.wav")
+    note = convert(wav, tmp_path / "note.ogg", "-c:a", "libopus", "-b:a", "32k", "-ar", "48000", "-ac", "1")
+    expected = decode_audio(note, max_seconds=60)
+    audio_spawns.clear()
+    with audio.AudioDecoder(max_seconds=60) as decoder:
+        decoder.prepare()
+        decoder.prepare()  # already waiting: no second one
+        [spare] = audio_spawns
+        assert spare.args[spare.args.index("-i") + 1] == "pipe:0" and "file" not in spare.args
+        samples = decoder.decode(note)
+        assert len(audio_spawns) == 1  # the note went to the spare, no other ffmpeg started
+        assert spare.returncode == 0
+        np.testing.assert_array_equal(samples, expected)
+        assert_mono_16k(samples)
+        samples = decoder.decode(note)  # no spare prepared: an ffmpeg of its own reads the file
+        np.testing.assert_array_equal(samples, expected)
+        assert len(audio_spawns) == 2 and audio_spawns[1].args[-1] == "pipe:1"
+        assert any(arg.startswith("file:") for arg in audio_spawns[1].args)
+
+
+def test_spare_is_kept_for_the_next_voice_note_when_a_file_is_not_one(
+    tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]]
+) -> None:
+    tone = make_tone(tmp_path / "tone.m4a", 2.0, "-c:a", "aac", rate=44_100)
+    note = make_tone(tmp_path / "tone.ogg", 2.0, "-c:a", "libopus", rate=48_000)
+    audio_spawns.clear()
+    with audio.AudioDecoder(max_seconds=60) as decoder:
+        decoder.prepare()
+        [spare] = audio_spawns
+        assert_is_tone(decoder.decode(tone))  # ffprobe and an ffmpeg of its own
+        assert _alive(spare)
+        assert [Path(p.args[0]).name for p in audio_spawns] == ["ffmpeg", "ffmpeg", "ffprobe"]
+        assert_is_tone(decoder.decode(note))
+        assert spare.returncode == 0 and len(audio_spawns) == 3
+
+
+def test_spare_exits_with_its_owner_even_on_sigkill(tmp_path: Path) -> None:
+    """A worker killed outright closes the spare's stdin; the spare sees EOF and exits, never orphaned for long."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, signal, sys; from bot.audio import AudioDecoder\n"
+         "d = AudioDecoder(max_seconds=60); d.prepare(); print(d._spare.pid, flush=True)\n"
+         "os.kill(os.getpid(), signal.SIGKILL)"],
+        stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1], text=True,
+    )
+    spare_pid = int(owner.stdout.readline())  # type: ignore[union-attr]
+    owner.wait(10)
+    owner.stdout.close()  # type: ignore[union-attr]
+    assert owner.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while _pid_running(spare_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pid_running(spare_pid)
+
+
+def _pid_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_spare_takes_a_longer_first_piece_of_a_long_voice_note(
+    tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]]
+) -> None:
+    """95 s on two CPUs: the spare (started already) decodes 0-68 s, a new ffmpeg 67-95 s; same samples."""
+    source = tmp_path / "long.ogg"
+    ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=95:c=pink:a=0.3:seed=7", "-c:a", "libopus", "-ar", "48000", str(source))
+    one_pass = decode_audio(source, max_seconds=600, processes=1)
+    audio_spawns.clear()
+    with audio.AudioDecoder(max_seconds=600, processes=2) as decoder:
+        decoder.prepare()
+        pieces = decoder.decode(source)
+    spare, second = _ffmpeg_argvs(audio_spawns)
+    assert "pipe:0" in spare and second[second.index("-ss") + 1] == str(68 - 1)
+    assert pieces.shape == one_pass.shape == (95 * SAMPLE_RATE,)
+    np.testing.assert_allclose(pieces, one_pass, rtol=0, atol=1e-4)
+
+
+def test_damage_in_the_spares_piece_falls_back_to_one_pass(
+    tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]]
+) -> None:
+    """Pages lost inside the first piece: the spare is not used for it and the join is never wrong."""
+    source = tmp_path / "whole.ogg"
+    ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=95:c=pink:a=0.3:seed=7", "-c:a", "libopus", "-ar", "48000", str(source))
+    data = bytearray(source.read_bytes())
+    data[len(data) // 4: len(data) // 4 + 20_000] = bytes(20_000)
+    damaged = tmp_path / "damaged.ogg"
+    damaged.write_bytes(data)
+    one_pass = decode_audio(damaged, max_seconds=600, processes=1)
+    audio_spawns.clear()
+    with audio.AudioDecoder(max_seconds=600, processes=2) as decoder:
+        decoder.prepare()
+        np.testing.assert_array_equal(decoder.decode(damaged), one_pass)
+        [spare, *runs] = audio_spawns
+        assert _alive(spare)  # kept for the next note: the broken page chain ruled it out here
+    assert len(runs) == 3  # two pieces, then one pass
+
+
+def test_frame_dropped_in_the_spares_piece_falls_back_to_one_pass(
+    tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]]
+) -> None:
+    """A packet the decoder rejects inside intact pages: the spare's piece comes back short of
+    what its pages promise, so the pieces are not joined (they would repeat 20 ms)."""
+    source = tmp_path / "whole.ogg"
+    ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=95:c=pink:a=0.3:seed=7", "-c:a", "libopus", "-ar", "48000", str(source))
+    data = bytearray(source.read_bytes())
+    page = data.index(b"OggS", len(data) // 4)  # a page ~24 s in: inside the spare's piece
+    body = page + 27 + data[page + 26]
+    data[body : body + 2] = b"\xff\x00"  # first packet: TOC code 3 with zero frames, invalid
+    broken = tmp_path / "broken.ogg"
+    broken.write_bytes(data)
+    one_pass = decode_audio(broken, max_seconds=600, processes=1)
+    assert one_pass.size < 95 * SAMPLE_RATE  # the decoder really dropped that packet's audio
+    audio_spawns.clear()
+    with audio.AudioDecoder(max_seconds=600, processes=2) as decoder:
+        decoder.prepare()
+        np.testing.assert_array_equal(decoder.decode(broken), one_pass)
+    [spare, _, one_more] = _ffmpeg_argvs(audio_spawns)
+    assert "pipe:0" in spare and "-ss" not in one_more  # the spare's piece, the other, then one pass

@@ -224,6 +224,24 @@ def test_three_hour_voice_note_is_refused_before_decoding(
     assert "3:00:00" in caught.value.user_message
 
 
+def test_voice_note_whose_pages_lie_is_cut_off_by_the_spares_output_cap(
+    media_dir: Path, three_hour_ogg: Path
+) -> None:
+    """Its last page claims 2 s, so it goes to the spare ffmpeg whole: the output cap still stops it."""
+    data = bytearray(three_hour_ogg.read_bytes())
+    last_page = data.rindex(b"OggS")
+    struct.pack_into("<q", data, last_page + 6, 2 * 48_000 + 312)  # granule position (CRC left stale)
+    liar = media_dir / "liar.ogg"
+    liar.write_bytes(data)
+    assert audio.opus_duration(liar) == pytest.approx(2.0, abs=0.1)
+    started = time.monotonic()
+    with audio.AudioDecoder(max_seconds=10) as decoder, pytest.raises(AudioTooLongError) as caught:
+        decoder.prepare()
+        decoder.decode(liar)
+    assert time.monotonic() - started < 5
+    assert caught.value.limit == 10 and caught.value.duration > 10
+
+
 def test_long_non_opus_file_is_refused_by_the_probe(
     media_dir: Path, audio_spawns: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -355,6 +373,25 @@ def test_resource_limits_are_applied(
     assert f"as={300 * 1024} cpu={cpu} fsize=0 core=0" in caplog.text  # ulimit -v counts KiB
 
 
+def test_resource_limits_are_applied_to_the_spare(
+    voice_note: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The spare ffmpeg waits under the same limits as one started for a file (the fake reads
+    them after 0.2 s, as the real one would start decoding only after loading its libraries)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    _fake_bin(fake, "ffmpeg",
+              '/bin/sleep 0.2\necho "as=$(ulimit -v) cpu=$(ulimit -t) fsize=$(ulimit -f) core=$(ulimit -c)" >&2\n'
+              '/bin/cat >/dev/null\nexit 1\n')
+    monkeypatch.setenv("PATH", str(fake))
+    with caplog.at_level(logging.INFO, logger="bot.audio"), \
+            audio.AudioDecoder(max_seconds=60, timeout=7.5, memory_mb=300) as decoder:
+        decoder.prepare()
+        with pytest.raises(AudioDecodeError):
+            decoder.decode(voice_note)
+    assert f"as={300 * 1024} cpu={math.ceil(7.5) + 1} fsize=0 core=0" in caplog.text
+
+
 def test_too_small_memory_limit_is_a_clean_decode_error(voice_note: Path) -> None:
     """Debian's ffmpeg cannot even map its libraries in 100 MB: a clean AudioDecodeError, nothing worse."""
     assert_refused_with(voice_note, max_seconds=60, memory_mb=100)
@@ -379,10 +416,14 @@ FUZZ = settings(
 )
 
 
-def assert_decodes_or_refuses(path: Path) -> None:
-    """The only two outcomes allowed for any input whatsoever."""
+def assert_decodes_or_refuses(path: Path, decoder: audio.AudioDecoder | None = None) -> None:
+    """The only two outcomes allowed for any input whatsoever (through a spare ffmpeg with `decoder`)."""
     try:
-        samples = decode_audio(path, max_seconds=10, timeout=20)
+        if decoder is None:
+            samples = decode_audio(path, max_seconds=10, timeout=20)
+        else:
+            decoder.prepare()
+            samples = decoder.decode(path)
     except AudioDecodeError:
         return
     assert samples.dtype == np.float32 and samples.ndim == 1 and samples.flags.c_contiguous
@@ -398,17 +439,25 @@ def test_fuzz_random_bytes(media_dir: Path, data: bytes) -> None:
     assert_decodes_or_refuses(target)
 
 
+@pytest.fixture(scope="module")
+def spare_decoder() -> Iterator[audio.AudioDecoder]:
+    with audio.AudioDecoder(max_seconds=10, timeout=20) as decoder:
+        yield decoder
+
+
 @FUZZ
 @given(
     edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=24),
     keep=st.floats(0.05, 1.0),
 )
+@pytest.mark.parametrize("through_spare", [False, True], ids=["own-ffmpeg", "spare-ffmpeg"])
 def test_fuzz_mutated_voice_note(
-    media_dir: Path, voice_note: Path, edits: list[tuple[float, int]], keep: float
+    media_dir: Path, voice_note: Path, spare_decoder: audio.AudioDecoder, through_spare: bool,
+    edits: list[tuple[float, int]], keep: float,
 ) -> None:
     data = bytearray(voice_note.read_bytes())
     for where, value in edits:
         data[int(where * len(data))] = value
     target = media_dir / "fuzz-mutated.ogg"
     target.write_bytes(bytes(data[: max(1, int(keep * len(data)))]))
-    assert_decodes_or_refuses(target)
+    assert_decodes_or_refuses(target, spare_decoder if through_spare else None)

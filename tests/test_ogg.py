@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.ogg import opus_duration
+from bot.ogg import opus_duration, pages_through
 from tests.media import convert, ffmpeg, make_tone, media_duration
 
 NOISE = "anoisesrc=c=pink:a=0.3:seed=3:d={seconds}"
@@ -75,3 +75,46 @@ def test_header_only_and_missing_files(tmp_path: Path) -> None:
     head.write_bytes(whole[:60])  # inside the OpusHead page: no audio page, no length
     assert opus_duration(head) is None
     assert opus_duration(tmp_path / "missing.ogg") is None
+
+
+def _pages(data: bytes) -> list[tuple[int, int]]:
+    """(end offset, granule position) of every page, walked by the page sizes in the headers."""
+    pages, offset = [], 0
+    while offset < len(data):
+        segments = data[offset + 26]
+        size = 27 + segments + sum(data[offset + 27 : offset + 27 + segments])
+        pages.append((offset + size, int.from_bytes(data[offset + 6 : offset + 14], "little", signed=True)))
+        offset += size
+    return pages
+
+
+def test_pages_through_ends_at_the_page_that_completes_the_moment(tmp_path: Path) -> None:
+    path = opus_file(tmp_path / "note.ogg", 40.0, "-ar", "48000")
+    data = path.read_bytes()
+    body = 27 + data[26]  # OpusHead, after the first page's header and segment table
+    pre_skip = int.from_bytes(data[body + 10 : body + 12], "little")
+    pages = _pages(data)
+    for seconds in (0.5, 12.0, 31.0, 40.0):
+        end, held = pages_through(path, seconds)  # type: ignore[misc]
+        [(first_end, granule)] = [page for page in pages if page[1] >= pre_skip + seconds * 48_000][:1]
+        assert end == first_end and held == (granule - pre_skip) / 48_000 >= seconds
+        # the page before it did not reach that moment yet
+        assert all(g < pre_skip + seconds * 48_000 for e, g in pages if e < end)
+    assert pages_through(path, 40.1) is None  # the file ends first
+
+
+def test_pages_through_refuses_a_broken_chain(tmp_path: Path) -> None:
+    data = bytearray(opus_file(tmp_path / "note.ogg", 40.0, "-ar", "48000").read_bytes())
+    ends = [end for end, _ in _pages(bytes(data))]
+    damaged = tmp_path / "damaged.ogg"
+    damaged.write_bytes(data[: ends[10]] + data[ends[11] :])  # one page lost
+    assert pages_through(damaged, 5.0) is not None  # before the loss: intact
+    assert pages_through(damaged, 30.0) is None
+    data[ends[20] : ends[20] + 4] = b"XXXX"  # a page that is not one
+    garbled = tmp_path / "garbled.ogg"
+    garbled.write_bytes(data)
+    assert pages_through(garbled, 30.0) is None
+    chained = tmp_path / "chained.ogg"
+    chained.write_bytes(opus_file(tmp_path / "a.ogg", 3.0).read_bytes() + opus_file(tmp_path / "b.ogg", 3.0).read_bytes())
+    assert pages_through(chained, 4.0) is None  # another stream's pages
+    assert pages_through(tmp_path / "missing.ogg", 1.0) is None

@@ -122,18 +122,36 @@ def workers(bot: BotProcess) -> list[psutil.Process]:
     ]
 
 
+def alive(process: psutil.Process) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """CPU time `process` has used, or -1 once it is gone."""
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return -1.0
+    return times.user + times.system
+
+
 async def busy_worker(bot: BotProcess, *, timeout: float = 30.0) -> psutil.Process:
-    """The worker that is decoding a file right now (it has an ffmpeg or ffprobe child)."""
+    """The worker running a job right now: it uses CPU (decoding, the model) where idle ones sleep.
+
+    Whether it has an ffmpeg child does not tell: an idle worker keeps a spare one waiting.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for worker in workers(bot):
-            try:
-                if any(child.name() in ("ffmpeg", "ffprobe") for child in worker.children()):
-                    return worker
-            except psutil.NoSuchProcess:
-                continue
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no worker started decoding within {timeout} s:\n{bot.log[-3000:]}")
+        before = {worker: cpu_seconds(worker) for worker in workers(bot)}
+        await asyncio.sleep(0.2)
+        for worker, used in before.items():
+            if used >= 0 and cpu_seconds(worker) - used > 0.05:
+                return worker
+    raise AssertionError(f"no worker started a job within {timeout} s:\n{bot.log[-3000:]}")
 
 
 async def exit_code(bot: BotProcess, timeout: float = 60.0) -> int:
@@ -266,6 +284,7 @@ async def test_killed_worker_is_replaced_and_sigterm_resumes_the_job_after_resta
     # A worker killed mid-job (as by the OOM killer): replaced, and the job retried and answered.
     medium = telegram.send_voice(1301, 1301, telegram.add_file(media["medium"].read_bytes()), duration=171)
     victim = await busy_worker(bot)
+    its_ffmpegs = victim.children()  # the spare and/or the ffmpeg decoding the file
     victim.send_signal(signal.SIGKILL)
     # A split transcript carries its buttons on the last part: wait for that one.
     answer = await telegram.wait_for(
@@ -274,6 +293,7 @@ async def test_killed_worker_is_replaced_and_sigterm_resumes_the_job_after_resta
     assert " ".join(m.text or "" for m in answer).split() == expected.split()
     assert "exited with code -9 during job" in bot.log
     assert victim.pid not in [w.pid for w in workers(bot)] and len(workers(bot)) == 2
+    assert not [p for p in its_ffmpegs if alive(p)]  # none outlives its worker
 
     # SIGTERM while a long and a short job run: the short one finishes within the grace
     # period and is answered; the long one stays in the database; the bot exits cleanly.
