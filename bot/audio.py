@@ -32,6 +32,7 @@ one ffmpeg started ahead of time, waiting on its stdin for the next voice note.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -103,6 +104,10 @@ _SPARE_INPUT_HARDENING = (
 # must not make the probe itself a memory problem.
 _PROBE_OUTPUT_LIMIT = 1 << 20
 _READ_CHUNK = 1 << 16
+# ffmpeg's output pipe is grown to this (Linux's default cap for unprivileged users), so
+# ffmpeg and the reader wake each other 16 times less often.
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ: int | None = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
 _STDERR_TAIL_BYTES = 2048
 # ffmpeg is asked for this much more than `max_seconds`, so audio exactly at the limit
 # can be told apart from audio that goes past it.
@@ -136,9 +141,9 @@ class AudioInfo:
 @dataclass(frozen=True)
 class _RunResult:
     returncode: int | None  # None when the process was killed for overflowing
-    stdout: bytearray
+    size: int  # bytes of stdout read into the caller's buffers (one more if it overflowed them)
     stderr_tail: str
-    overflowed: bool  # stdout went past its limit and the process was killed
+    overflowed: bool  # stdout went past the buffers and the process was killed
 
 
 @dataclass(frozen=True)
@@ -274,7 +279,6 @@ def _decode(
 ) -> np.ndarray:
     """decode_audio, taking a spare ffmpeg (see AudioDecoder) for a voice note, whole or its first piece."""
     deadline = time.monotonic() + timeout
-    max_bytes = int(max_seconds * SAMPLE_RATE) * _SAMPLE_DTYPE.itemsize
     one_pass = _decode_argv(path, seconds=max_seconds + _CAP_SLACK_SECONDS)
     with ExitStack() as stack:
         first = None
@@ -294,8 +298,7 @@ def _decode(
                 feed = _Feed(stack.enter_context(open(path, "rb")), os.path.getsize(path))
             elif first is None:
                 first = stack.enter_context(_started(one_pass, path, deadline=deadline, memory_mb=memory_mb))
-            return _samples_of(_output(first, path, deadline=deadline, stdout_limit=max_bytes, feed=feed),
-                               path, info=info, max_seconds=max_seconds)
+            return _one_pass_samples(first, path, info=info, max_seconds=max_seconds, deadline=deadline, feed=feed)
         # A long voice note: a spare, already started, takes a longer first piece.
         spare_piece = None
         if opus_seconds is not None:
@@ -308,8 +311,8 @@ def _decode(
     joined = _decode_pieces(path, pieces, info=info, max_seconds=max_seconds, deadline=deadline, memory_mb=memory_mb,
                             spare=spare_piece)
     if joined is None:
-        result = _run(one_pass, path, deadline=deadline, memory_mb=memory_mb, stdout_limit=max_bytes)
-        return _samples_of(result, path, info=info, max_seconds=max_seconds)
+        with _started(one_pass, path, deadline=deadline, memory_mb=memory_mb) as proc:
+            return _one_pass_samples(proc, path, info=info, max_seconds=max_seconds, deadline=deadline)
     return joined
 
 
@@ -321,13 +324,21 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _samples_of(result: _RunResult, path: Path, *, info: AudioInfo, max_seconds: float) -> np.ndarray:
-    """A one-pass decode's samples, or why there are none (too long, unreadable)."""
+def _one_pass_samples(
+    proc: subprocess.Popen[bytes], path: Path, *, info: AudioInfo, max_seconds: float, deadline: float,
+    feed: _Feed | None = None,
+) -> np.ndarray:
+    """All samples one started ffmpeg decodes, or why there are none (too long, unreadable).
+
+    They are read straight into an array as long as the cap allows; pages of it that
+    are never written are never touched, so a short note costs only its own length.
+    """
+    samples = np.empty(int(max_seconds * SAMPLE_RATE), dtype=_SAMPLE_DTYPE)
+    result = _output(proc, path, deadline=deadline, into=[_bytes_of(samples)], feed=feed)
     if result.overflowed:
-        decoded = len(result.stdout) / _BYTES_PER_SECOND
-        raise AudioTooLongError(max(info.duration, decoded), max_seconds)
+        raise AudioTooLongError(max(info.duration, result.size / _BYTES_PER_SECOND), max_seconds)
     _require_success(result, path, "ffmpeg")
-    return _to_samples(result.stdout, path)
+    return _scrubbed(samples[: result.size // _SAMPLE_DTYPE.itemsize], path)
 
 
 @dataclass(frozen=True)
@@ -376,25 +387,36 @@ def _decode_pieces(
     file's pages up to a second past the piece (an intact chain, `bot.ogg.pages_through`),
     must give back exactly the audio their granule positions promise, so a frame the
     decoder dropped shows, and is cut back to the piece. The last piece carries the
-    overall output cap and raises AudioTooLongError past it. Each piece is scrubbed in its own thread
-    (numpy lets go of the GIL), and the pieces are copied once, into the result.
+    overall output cap and raises AudioTooLongError past it. Each piece is read straight
+    into its place in the result and scrubbed there by its own thread (numpy lets go of
+    the GIL): no copies.
     """
 
-    def decode(proc: subprocess.Popen[bytes], piece: _Piece, feed: _Feed | None) -> tuple[_RunResult, np.ndarray | None]:
-        """One piece's output and, if it came back whole, its scrubbed samples."""
+    last = pieces[-1]
+    joined = np.empty((last.start - last.skip) * SAMPLE_RATE + last.limit // _SAMPLE_DTYPE.itemsize,
+                      dtype=_SAMPLE_DTYPE)
+
+    def decode(proc: subprocess.Popen[bytes], piece: _Piece, feed: _Feed | None) -> tuple[_RunResult, int | None]:
+        """Read one piece into its place in `joined` (its first `skip` seconds aside) and scrub
+        it there; how it ended, and how many samples it gave if it came back whole."""
+        skip = piece.skip * _BYTES_PER_SECOND
+        start = piece.start * _BYTES_PER_SECOND
+        into = [memoryview(bytearray(skip)), _bytes_of(joined)[start : start - skip + piece.limit]]
         if feed is None:
-            result = _output(proc, path, deadline=deadline, stdout_limit=piece.limit)
-            whole = result.returncode == 0 and (piece is pieces[-1] or len(result.stdout) == piece.limit)
-        else:  # the spare's
+            result = _output(proc, path, deadline=deadline, into=into)
+            whole = result.returncode == 0 and (piece is last or result.size == piece.limit)
+        else:  # the spare's: it must give what its pages promise, the part past the piece into scratch
             assert spare is not None
             expected = round(spare.seconds * SAMPLE_RATE) * _SAMPLE_DTYPE.itemsize
-            result = _output(proc, path, deadline=deadline, stdout_limit=expected, feed=feed)
-            whole = result.returncode == 0 and len(result.stdout) == expected >= piece.limit
-            del result.stdout[piece.limit :]
-        skip = piece.skip * _BYTES_PER_SECOND
-        if not whole or len(result.stdout) <= skip:
+            into.append(memoryview(bytearray(max(0, expected - piece.limit))))
+            result = _output(proc, path, deadline=deadline, into=into, feed=feed)
+            whole = result.returncode == 0 and result.size == expected >= piece.limit
+        kept = (min(result.size, piece.limit) - skip) // _SAMPLE_DTYPE.itemsize
+        if not whole or kept <= 0:
             return result, None
-        return result, _to_samples(result.stdout, path, skip_bytes=skip)
+        first = piece.start * SAMPLE_RATE
+        _scrubbed(joined[first : first + kept], path)
+        return result, kept
 
     with ExitStack() as stack:
         feeds: list[_Feed | None] = [None] * len(pieces)
@@ -406,16 +428,17 @@ def _decode_pieces(
                   for piece in pieces[len(procs):]]
         with ThreadPoolExecutor(len(procs), thread_name_prefix="ffmpeg-piece") as threads:
             decoded = list(threads.map(decode, procs, pieces, feeds))
-    last, (last_result, _) = pieces[-1], decoded[-1]
+    last_result, last_kept = decoded[-1]
     if last_result.overflowed:
-        seconds = last.start - last.skip + len(last_result.stdout) / _BYTES_PER_SECOND
+        seconds = last.start - last.skip + last_result.size / _BYTES_PER_SECOND
         raise AudioTooLongError(max(info.duration, seconds), max_seconds)
-    for piece, (result, samples) in zip(pieces, decoded, strict=True):
-        if samples is None:
+    for piece, (result, kept) in zip(pieces, decoded, strict=True):
+        if kept is None:
             logger.info("decoding %s in pieces fell back to one pass (piece at %d s: exit %s, %d bytes)",
-                        path, piece.start, result.returncode, len(result.stdout))
+                        path, piece.start, result.returncode, result.size)
             return None
-    return np.concatenate([samples for _, samples in decoded])
+    assert last_kept is not None
+    return joined[: last.start * SAMPLE_RATE + last_kept]
 
 
 def _probe(path: Path, *, deadline: float, memory_mb: int) -> AudioInfo:
@@ -428,12 +451,14 @@ def _probe(path: Path, *, deadline: float, memory_mb: int) -> AudioInfo:
         "-of", "json",
         _input_url(path),
     ]  # fmt: skip
-    result = _run(argv, path, deadline=deadline, memory_mb=memory_mb, stdout_limit=_PROBE_OUTPUT_LIMIT)
+    report = bytearray(_PROBE_OUTPUT_LIMIT)
+    with _started(argv, path, deadline=deadline, memory_mb=memory_mb) as proc:
+        result = _output(proc, path, deadline=deadline, into=[memoryview(report)])
     if result.overflowed:
         logger.warning("ffprobe output for %s exceeded %d bytes", path, _PROBE_OUTPUT_LIMIT)
         raise AudioDecodeError("ffprobe output too large")
     _require_success(result, path, "ffprobe")
-    return _parse_probe(result.stdout, path)
+    return _parse_probe(report[: result.size], path)
 
 
 def _parse_probe(raw: bytes | bytearray, path: Path) -> AudioInfo:
@@ -517,12 +542,6 @@ def _binary(name: str) -> str:
     return found
 
 
-def _run(argv: Sequence[str], path: Path, *, deadline: float, memory_mb: int, stdout_limit: int) -> _RunResult:
-    """Run a hardened ffmpeg/ffprobe on `path`, collecting at most `stdout_limit` (+1) bytes of stdout."""
-    with _started(argv, path, deadline=deadline, memory_mb=memory_mb) as proc:
-        return _output(proc, path, deadline=deadline, stdout_limit=stdout_limit)
-
-
 @contextmanager
 def _started(argv: Sequence[str], path: Path, *, deadline: float, memory_mb: int) -> Iterator[subprocess.Popen[bytes]]:
     """Start a hardened ffmpeg/ffprobe under the resource limits; its process group is killed on exit."""
@@ -571,14 +590,15 @@ def _discard(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _output(
-    proc: subprocess.Popen[bytes], path: Path, *, deadline: float, stdout_limit: int, feed: _Feed | None = None
+    proc: subprocess.Popen[bytes], path: Path, *, deadline: float, into: list[memoryview], feed: _Feed | None = None
 ) -> _RunResult:
-    """Everything a started process writes, up to `stdout_limit` (+1) bytes of stdout, and how it ended.
+    """A started process's stdout read into the buffers `into`, one after the other, and how
+    it ended; a process that writes more than they hold is killed as overflowing.
 
     With `feed`, those bytes of the file are written to the process's stdin meanwhile.
     """
     try:
-        return _collect(proc, deadline=deadline, stdout_limit=stdout_limit, feed=feed)
+        return _collect(proc, deadline=deadline, into=into, feed=feed)
     except _Timeout as exc:
         raise _timeout_error(Path(proc.args[0]).name, path, str(exc)) from None
 
@@ -625,13 +645,16 @@ def _apply_limits(limits: list[tuple[int, tuple[int, int]]], *, pid: int | None 
 
 
 def _collect(
-    proc: subprocess.Popen[bytes], *, deadline: float, stdout_limit: int, feed: _Feed | None
+    proc: subprocess.Popen[bytes], *, deadline: float, into: list[memoryview], feed: _Feed | None
 ) -> _RunResult:
     """Drain stdout and stderr together (so neither pipe can fill and stall ffmpeg) until EOF,
     writing `feed` to stdin meanwhile (so ffmpeg never waits on us either)."""
     assert proc.stdout is not None and proc.stderr is not None
-    out = bytearray()
+    out = _Sink(into)
     tail = bytearray()
+    if _F_SETPIPE_SZ is not None:
+        with suppress(OSError):  # best effort: a lower system cap just leaves the pipe as it is
+            fcntl.fcntl(proc.stdout.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
         selector.register(proc.stderr, selectors.EVENT_READ)
@@ -647,21 +670,46 @@ def _collect(
                         key.data.close()
                     continue
                 stream: IO[bytes] = key.fileobj  # type: ignore[assignment]
-                want = stdout_limit + 1 - len(out) if stream is proc.stdout else _READ_CHUNK
-                chunk = os.read(key.fd, min(want, _READ_CHUNK))
-                if not chunk:
-                    selector.unregister(stream)
-                elif stream is proc.stdout:
-                    out += chunk
-                    if len(out) > stdout_limit:
-                        return _RunResult(None, out, _text(tail), overflowed=True)
-                else:
+                if stream is proc.stdout:
+                    if not out.read(key.fd):
+                        selector.unregister(stream)
+                    elif out.overflowed:
+                        return _RunResult(None, out.size, _text(tail), overflowed=True)
+                elif chunk := os.read(key.fd, _READ_CHUNK):
                     tail = (tail + chunk)[-_STDERR_TAIL_BYTES:]
+                else:
+                    selector.unregister(stream)
     try:
         returncode = proc.wait(_remaining(deadline, tail))
     except subprocess.TimeoutExpired:
         raise _Timeout(_text(tail)) from None
-    return _RunResult(returncode, out, _text(tail), overflowed=False)
+    return _RunResult(returncode, out.size, _text(tail), overflowed=False)
+
+
+class _Sink:
+    """Buffers filled in order from a pipe (readv), and one byte more to notice overflow."""
+
+    def __init__(self, buffers: list[memoryview]) -> None:
+        self.capacity = sum(len(view) for view in buffers)
+        self._left = [view for view in buffers if len(view)] + [memoryview(bytearray(1))]
+        self.size = 0  # bytes read: past `capacity` (by one) once overflowed
+
+    @property
+    def overflowed(self) -> bool:
+        return self.size > self.capacity
+
+    def read(self, fd: int) -> int:
+        """One readv into what is left of the buffers; 0 at EOF."""
+        count = os.readv(fd, self._left)
+        self.size += count
+        left = count
+        while left:
+            taken = min(left, len(self._left[0]))
+            left -= taken
+            self._left[0] = self._left[0][taken:]
+            if not self._left[0]:
+                self._left.pop(0)
+        return count
 
 
 class _Feeder:
@@ -734,17 +782,21 @@ def _require_success(result: _RunResult, path: Path, tool: str) -> None:
         raise AudioDecodeError(f"{tool} exit status {result.returncode} on {path.name}")
 
 
-def _to_samples(raw: bytearray, path: Path, *, skip_bytes: int = 0) -> np.ndarray:
-    """View ffmpeg's bytes (after `skip_bytes`) as float32 without copying, then scrub
-    NaN/inf/out-of-range in place.
+def _bytes_of(samples: np.ndarray) -> memoryview:
+    """The bytes of a float32 array, as a buffer ffmpeg's output can be read into."""
+    return memoryview(samples.view(np.uint8))
+
+
+def _scrubbed(samples: np.ndarray, path: Path) -> np.ndarray:
+    """`samples` with NaN made 0 and everything else clipped to [-1, 1], in place.
 
     A float WAV can carry NaN or huge values straight through ffmpeg; one of them would
-    poison the model's normalisation of the whole recording.
+    poison the model's normalisation of the whole recording. Clipping leaves NaN as it
+    is, which makes the minimum NaN; only then is the slower NaN pass made.
     """
-    count = (len(raw) - skip_bytes) // _SAMPLE_DTYPE.itemsize
-    if count <= 0:
+    if not samples.size:
         raise AudioDecodeError(f"no audio samples decoded from {path.name}")
-    samples = np.frombuffer(raw, dtype=_SAMPLE_DTYPE, count=count, offset=skip_bytes).astype(np.float32, copy=False)
-    np.nan_to_num(samples, copy=False, nan=0.0)
     np.clip(samples, -1.0, 1.0, out=samples)
+    if np.isnan(samples.min()):
+        np.nan_to_num(samples, copy=False, nan=0.0)
     return samples

@@ -441,3 +441,15 @@ def test_frame_dropped_in_the_spares_piece_falls_back_to_one_pass(
         np.testing.assert_array_equal(decoder.decode(broken), one_pass)
     [spare, _, one_more] = _ffmpeg_argvs(audio_spawns)
     assert "pipe:0" in spare and "-ss" not in one_more  # the spare's piece, the other, then one pass
+
+
+def test_a_short_note_under_a_long_cap_costs_only_its_own_length(tmp_path: Path) -> None:
+    """Output is read into an array as long as the cap; pages never written stay untouched."""
+    import psutil
+
+    note = make_tone(tmp_path / "note.ogg", 2.0, "-c:a", "libopus", rate=48_000)
+    process = psutil.Process()
+    before = process.memory_info().rss
+    samples = decode_audio(note, max_seconds=10 * 3600)  # a 2.3 GB cap
+    assert_duration(samples, 2.0)
+    assert process.memory_info().rss - before < 64 * 2**20

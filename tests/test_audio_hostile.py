@@ -392,6 +392,21 @@ def test_resource_limits_are_applied_to_the_spare(
     assert f"as={300 * 1024} cpu={math.ceil(7.5) + 1} fsize=0 core=0" in caplog.text
 
 
+def test_endless_ffprobe_output_is_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A probe report past 1 MB (a file crafted with thousands of streams) is refused, not buffered."""
+    wav = make_tone(tmp_path / "a.wav", 0.5)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    os.symlink(shutil.which("ffmpeg"), fake / "ffmpeg")  # type: ignore[arg-type]
+    _fake_bin(fake, "ffprobe", "exec /usr/bin/yes '{\"streams\": []}'\n")
+    monkeypatch.setenv("PATH", str(fake))
+    with caplog.at_level(logging.WARNING, logger="bot.audio"):
+        assert_refused_with(wav, max_seconds=60, timeout=10)
+    assert "ffprobe output" in caplog.text and "exceeded" in caplog.text
+
+
 def test_too_small_memory_limit_is_a_clean_decode_error(voice_note: Path) -> None:
     """Debian's ffmpeg cannot even map its libraries in 100 MB: a clean AudioDecodeError, nothing worse."""
     assert_refused_with(voice_note, max_seconds=60, memory_mb=100)

@@ -9,6 +9,7 @@ Scenarios share one bot where they do not interfere, because a start costs ~8 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import signal
@@ -56,8 +57,8 @@ def media(tmp_path_factory: pytest.TempPathFactory, speech_ogg: Path) -> dict[st
     ffmpeg("-stream_loop", "40", "-i", str(speech_ogg), "-c", "copy", str(files["medium"]))
     files["long"] = directory / "long.ogg"  # ~14 min: ~8 s of work
     ffmpeg("-stream_loop", "200", "-i", str(speech_ogg), "-c", "copy", str(files["long"]))
-    files["longer"] = directory / "longer.ogg"  # ~28 min (under the 30 min default limit): ~16 s of work
-    ffmpeg("-stream_loop", "400", "-i", str(speech_ogg), "-c", "copy", str(files["longer"]))
+    files["longer"] = directory / "longer.ogg"  # ~42 min (MAX_AUDIO_SECONDS raised for it): ~14 s of work
+    ffmpeg("-stream_loop", "600", "-i", str(speech_ogg), "-c", "copy", str(files["longer"]))
 
     # 3 h of Opus silence in a few MB: a 60 s encode looped by stream copy.
     minute = make_silence(directory / "minute.ogg", 60, "-c:a", "libopus", "-b:a", "6k", rate=8_000)
@@ -140,16 +141,19 @@ def cpu_seconds(process: psutil.Process) -> float:
 
 
 async def busy_worker(bot: BotProcess, *, timeout: float = 30.0) -> psutil.Process:
-    """The worker running a job right now: it uses CPU (decoding, the model) where idle ones sleep.
-
-    Whether it has an ffmpeg child does not tell: an idle worker keeps a spare one waiting.
-    """
+    """The worker running a job right now: it has an ffmpeg reading a file, or uses CPU (the
+    model) where idle ones sleep. (Any ffmpeg child does not tell: an idle worker keeps a spare
+    one waiting on its stdin.)"""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         before = {worker: cpu_seconds(worker) for worker in workers(bot)}
-        await asyncio.sleep(0.2)
+        for worker in before:
+            with contextlib.suppress(psutil.Error):
+                if any("file:" in " ".join(child.cmdline()) for child in worker.children()):
+                    return worker
+        await asyncio.sleep(0.1)
         for worker, used in before.items():
-            if used >= 0 and cpu_seconds(worker) - used > 0.05:
+            if used >= 0 and cpu_seconds(worker) - used > 0.03:
                 return worker
     raise AssertionError(f"no worker started a job within {timeout} s:\n{bot.log[-3000:]}")
 
@@ -278,7 +282,7 @@ async def test_killed_worker_is_replaced_and_sigterm_resumes_the_job_after_resta
     recognizer: SpeechRecognizer, tmp_path: Path,
 ) -> None:
     expected = engine_text(recognizer, media["medium"])  # before the bot starts: this blocks the fake server
-    bot = start_bot(ASR_WORKERS="2")
+    bot = start_bot(ASR_WORKERS="2", MAX_AUDIO_SECONDS="3600")
     await wait_ready(telegram, bot)
 
     # A worker killed mid-job (as by the OOM killer): replaced, and the job retried and answered.
@@ -297,7 +301,7 @@ async def test_killed_worker_is_replaced_and_sigterm_resumes_the_job_after_resta
 
     # SIGTERM while a long and a short job run: the short one finishes within the grace
     # period and is answered; the long one stays in the database; the bot exits cleanly.
-    longer = telegram.send_voice(1302, 1302, telegram.add_file(media["longer"].read_bytes()), duration=1669)
+    longer = telegram.send_voice(1302, 1302, telegram.add_file(media["longer"].read_bytes()), duration=2501)
     await busy_worker(bot)
     short_file = telegram.add_file(speech_ogg.read_bytes())
     short = telegram.send_voice(1303, 1303, short_file, duration=5)
@@ -314,7 +318,7 @@ async def test_killed_worker_is_replaced_and_sigterm_resumes_the_job_after_resta
     assert not final_replies(telegram, 1302, message_id(longer))
 
     # The next start resumes it: answered exactly once, in the same placeholder.
-    bot = start_bot()
+    bot = start_bot(MAX_AUDIO_SECONDS="3600")
     await wait_ready(telegram, bot)
     answer = await wait_answer(telegram, 1302, message_id(longer), timeout=120)
     assert "resuming 1 unfinished jobs" in bot.log
