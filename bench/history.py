@@ -23,6 +23,9 @@ def run(opts: Options) -> Section:
                                            f"{figures['database_mb']} MB"))
     for name, value in figures.items():
         if name.endswith("_ms"):
+            # The target is for /history pages; search has none (its cost grows with the matches).
+            target = name.startswith("history")
             section.add(Row("history", name.removesuffix("_ms").replace("_", " "), f"{value:.2f} ms", n,
-                            f"< {bench_history.TARGET_MS:.0f} ms", value < bench_history.TARGET_MS))
+                            f"< {bench_history.TARGET_MS:.0f} ms" if target else "",
+                            value < bench_history.TARGET_MS if target else None))
     return section
