@@ -250,6 +250,16 @@ def test_odd_file_names_are_read_as_plain_files(tmp_path: Path, name: str) -> No
 # --- long files decoded in pieces -----------------------------------------------------
 
 
+def long_noise(path: Path, *codec: str) -> Path:
+    """95 s of pink noise: long enough for two or three pieces."""
+    ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=95:c=pink:a=0.3:seed=7", *codec, str(path))
+    return path
+
+
+def long_voice_note(path: Path) -> Path:
+    return long_noise(path, "-c:a", "libopus", "-ar", "48000")
+
+
 def _ffmpeg_argvs(spawned: list[subprocess.Popen[bytes]]) -> list[list[str]]:
     """The argv of every ffmpeg (not ffprobe) among `spawned`."""
     return [list(proc.args) for proc in spawned if Path(proc.args[0]).name == "ffmpeg"]
@@ -268,8 +278,7 @@ def test_long_file_decoded_in_pieces_equals_one_pass(
     seeks: list[str],
 ) -> None:
     """Three ffmpeg processes at once give the samples one process gives, to float rounding."""
-    source = tmp_path / name
-    ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=95:c=pink:a=0.3:seed=7", *codec, str(source))
+    source = long_noise(tmp_path / name, *codec)
     one_pass = decode_audio(source, max_seconds=600, processes=1)
     audio_spawns.clear()
     pieces = decode_audio(source, max_seconds=600, processes=3)
@@ -279,24 +288,30 @@ def test_long_file_decoded_in_pieces_equals_one_pass(
     np.testing.assert_allclose(pieces, one_pass, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("with_spare", [False, True], ids=["own-ffmpegs", "spare-ready"])
 def test_damaged_middle_falls_back_to_one_pass(
-    tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]]
+    tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]], with_spare: bool
 ) -> None:
     """Lost pages shorten a piece (its cut is by timestamp), so the file is decoded in one pass after all.
 
-    Pieces joined regardless would repeat audio: one pass closes the gap up and runs on.
+    Pieces joined regardless would repeat audio: one pass closes the gap up and runs on. A
+    spare ffmpeg is not given the first piece of a broken page chain, and stays for the next note.
     """
-    source = tmp_path / "whole.ogg"
-    ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=95:c=pink:a=0.3:seed=7", "-c:a", "libopus", "-ar", "48000", str(source))
-    data = bytearray(source.read_bytes())
+    data = bytearray(long_voice_note(tmp_path / "whole.ogg").read_bytes())
     data[len(data) // 4: len(data) // 4 + 20_000] = bytes(20_000)
     damaged = tmp_path / "damaged.ogg"
     damaged.write_bytes(data)
     one_pass = decode_audio(damaged, max_seconds=600, processes=1)
-    audio_spawns.clear()
-    np.testing.assert_array_equal(decode_audio(damaged, max_seconds=600, processes=2), one_pass)
-    assert len(_ffmpeg_argvs(audio_spawns)) == 3  # two pieces, then one pass
     assert one_pass.size < 94 * SAMPLE_RATE  # the damage really did lose audio
+    audio_spawns.clear()
+    with audio.AudioDecoder(max_seconds=600, processes=2) as decoder:
+        if with_spare:
+            decoder.prepare()
+        np.testing.assert_array_equal(decoder.decode(damaged), one_pass)
+        if with_spare:
+            spare = audio_spawns.pop(0)
+            assert _alive(spare)
+    assert len(_ffmpeg_argvs(audio_spawns)) == 3  # two pieces, then one pass
 
 
 def test_formats_without_exact_seeking_decode_in_one_piece(
@@ -387,8 +402,7 @@ def test_spare_takes_a_longer_first_piece_of_a_long_voice_note(
     tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]]
 ) -> None:
     """95 s on two CPUs: the spare (started already) decodes 0-68 s, a new ffmpeg 67-95 s; same samples."""
-    source = tmp_path / "long.ogg"
-    ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=95:c=pink:a=0.3:seed=7", "-c:a", "libopus", "-ar", "48000", str(source))
+    source = long_voice_note(tmp_path / "long.ogg")
     one_pass = decode_audio(source, max_seconds=600, processes=1)
     audio_spawns.clear()
     with audio.AudioDecoder(max_seconds=600, processes=2) as decoder:
@@ -400,34 +414,12 @@ def test_spare_takes_a_longer_first_piece_of_a_long_voice_note(
     np.testing.assert_allclose(pieces, one_pass, rtol=0, atol=1e-4)
 
 
-def test_damage_in_the_spares_piece_falls_back_to_one_pass(
-    tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]]
-) -> None:
-    """Pages lost inside the first piece: the spare is not used for it and the join is never wrong."""
-    source = tmp_path / "whole.ogg"
-    ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=95:c=pink:a=0.3:seed=7", "-c:a", "libopus", "-ar", "48000", str(source))
-    data = bytearray(source.read_bytes())
-    data[len(data) // 4: len(data) // 4 + 20_000] = bytes(20_000)
-    damaged = tmp_path / "damaged.ogg"
-    damaged.write_bytes(data)
-    one_pass = decode_audio(damaged, max_seconds=600, processes=1)
-    audio_spawns.clear()
-    with audio.AudioDecoder(max_seconds=600, processes=2) as decoder:
-        decoder.prepare()
-        np.testing.assert_array_equal(decoder.decode(damaged), one_pass)
-        [spare, *runs] = audio_spawns
-        assert _alive(spare)  # kept for the next note: the broken page chain ruled it out here
-    assert len(runs) == 3  # two pieces, then one pass
-
-
 def test_frame_dropped_in_the_spares_piece_falls_back_to_one_pass(
     tmp_path: Path, audio_spawns: list[subprocess.Popen[bytes]]
 ) -> None:
     """A packet the decoder rejects inside intact pages: the spare's piece comes back short of
     what its pages promise, so the pieces are not joined (they would repeat 20 ms)."""
-    source = tmp_path / "whole.ogg"
-    ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=95:c=pink:a=0.3:seed=7", "-c:a", "libopus", "-ar", "48000", str(source))
-    data = bytearray(source.read_bytes())
+    data = bytearray(long_voice_note(tmp_path / "whole.ogg").read_bytes())
     page = data.index(b"OggS", len(data) // 4)  # a page ~24 s in: inside the spare's piece
     body = page + 27 + data[page + 26]
     data[body : body + 2] = b"\xff\x00"  # first packet: TOC code 3 with zero frames, invalid

@@ -310,11 +310,21 @@ def assert_refused_with(path: Path, **options: float) -> AudioDecodeError:
     return caught.value
 
 
-def _fake_bin(directory: Path, name: str, script: str) -> None:
-    """Put an executable shell script called `name` in `directory`."""
-    path = directory / name
-    path.write_text("#!/bin/sh\n" + script)
-    path.chmod(0o755)
+_LIMITS_REPORT = 'echo "as=$(ulimit -v) cpu=$(ulimit -t) fsize=$(ulimit -f) core=$(ulimit -c)" >&2\n'
+
+
+def _fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
+    """PATH with only ffmpeg and ffprobe: shell scripts where `scripts` names one, the real tool otherwise."""
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    for name in ("ffmpeg", "ffprobe"):
+        path = directory / name
+        if name in scripts:
+            path.write_text("#!/bin/sh\n" + scripts[name])
+            path.chmod(0o755)
+        else:
+            os.symlink(shutil.which(name), path)  # type: ignore[arg-type]
+    monkeypatch.setenv("PATH", str(directory))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -331,11 +341,7 @@ def test_timeout_kills_the_whole_process_group(
 ) -> None:
     """An ffmpeg that hangs and has spawned a child: both are gone when decode_audio returns."""
     wav = make_tone(tmp_path / "a.wav", 0.5)
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    os.symlink(shutil.which("ffprobe"), fake / "ffprobe")  # type: ignore[arg-type]
-    _fake_bin(fake, "ffmpeg", '/bin/sleep 60 &\necho "child=$!" >&2\nwait\n')
-    monkeypatch.setenv("PATH", str(fake))
+    _fake_tools(tmp_path, monkeypatch, ffmpeg='/bin/sleep 60 &\necho "child=$!" >&2\nwait\n')
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="bot.audio"):
         assert_refused_with(wav, max_seconds=60, timeout=1.0)
@@ -361,12 +367,7 @@ def test_resource_limits_are_applied(
         pytest.skip("no prlimit on this platform")
     monkeypatch.setattr(audio, "_CAN_LIMIT_AFTER_EXEC", after_exec)
     wav = make_tone(tmp_path / "a.wav", 0.5)
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    _fake_bin(fake, "ffmpeg", "exit 1\n")
-    _fake_bin(fake, "ffprobe",
-              '/bin/sleep 0.2\necho "as=$(ulimit -v) cpu=$(ulimit -t) fsize=$(ulimit -f) core=$(ulimit -c)" >&2\nexit 1\n')
-    monkeypatch.setenv("PATH", str(fake))
+    _fake_tools(tmp_path, monkeypatch, ffmpeg="exit 1\n", ffprobe="/bin/sleep 0.2\n" + _LIMITS_REPORT + "exit 1\n")
     with caplog.at_level(logging.INFO, logger="bot.audio"):
         assert_refused_with(wav, max_seconds=60, timeout=7.5, memory_mb=300)
     cpu = math.ceil(7.5) + 1
@@ -378,12 +379,7 @@ def test_resource_limits_are_applied_to_the_spare(
 ) -> None:
     """The spare ffmpeg waits under the same limits as one started for a file (the fake reads
     them after 0.2 s, as the real one would start decoding only after loading its libraries)."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    _fake_bin(fake, "ffmpeg",
-              '/bin/sleep 0.2\necho "as=$(ulimit -v) cpu=$(ulimit -t) fsize=$(ulimit -f) core=$(ulimit -c)" >&2\n'
-              '/bin/cat >/dev/null\nexit 1\n')
-    monkeypatch.setenv("PATH", str(fake))
+    _fake_tools(tmp_path, monkeypatch, ffmpeg="/bin/sleep 0.2\n" + _LIMITS_REPORT + "/bin/cat >/dev/null\nexit 1\n")
     with caplog.at_level(logging.INFO, logger="bot.audio"), \
             audio.AudioDecoder(max_seconds=60, timeout=7.5, memory_mb=300) as decoder:
         decoder.prepare()
@@ -397,11 +393,7 @@ def test_endless_ffprobe_output_is_cut_off(
 ) -> None:
     """A probe report past 1 MB (a file crafted with thousands of streams) is refused, not buffered."""
     wav = make_tone(tmp_path / "a.wav", 0.5)
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    os.symlink(shutil.which("ffmpeg"), fake / "ffmpeg")  # type: ignore[arg-type]
-    _fake_bin(fake, "ffprobe", "exec /usr/bin/yes '{\"streams\": []}'\n")
-    monkeypatch.setenv("PATH", str(fake))
+    _fake_tools(tmp_path, monkeypatch, ffprobe="exec /usr/bin/yes '{\"streams\": []}'\n")
     with caplog.at_level(logging.WARNING, logger="bot.audio"):
         assert_refused_with(wav, max_seconds=60, timeout=10)
     assert "ffprobe output" in caplog.text and "exceeded" in caplog.text
