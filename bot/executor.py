@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from bot.asr.loading import SharedModel, load_ctc_model
-from bot.audio import AudioDecoder
 from bot.asr.types import Progress, Transcription
+from bot.audio import AudioDecoder
 from bot.forkserver import start_forkserver, worker_context
 from bot.settings import Settings
 from bot.errors import (
