@@ -13,9 +13,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.errors import VoiceBotError
 from bot.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:  # heavy (torch); imported where used, after the settings are known to be valid
+    from bot.asr.engine import SpeechRecognizer
+    from bot.audio import AudioDecoder
 
 EXIT_BAD_INPUT = 1
 EXIT_BAD_CONFIG = 2
@@ -86,11 +91,13 @@ def _download(settings: Settings) -> int:
 def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
     from bot.asr.engine import SpeechRecognizer
     from bot.asr.loading import load_ctc_model
-    from bot.audio import check_ffmpeg, decode_audio
-    from bot.formats import to_srt
+    from bot.audio import AudioDecoder, check_ffmpeg
 
+    decoder = AudioDecoder(max_seconds=settings.max_audio_seconds, timeout=settings.ffmpeg_timeout_seconds,
+                           memory_mb=settings.ffmpeg_memory_mb)
     try:
         check_ffmpeg()
+        decoder.prepare()  # its ffmpeg starts up on another core while torch is imported
         import torch
 
         torch.set_num_threads(settings.asr_threads_per_worker or torch.get_num_threads())
@@ -102,20 +109,26 @@ def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
             compile=settings.asr_compile,
         )
     except VoiceBotError as exc:
+        decoder.close()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    with decoder:
+        return _transcribe_files(recognizer, decoder, settings, args)
+
+
+def _transcribe_files(recognizer: SpeechRecognizer, decoder: AudioDecoder, settings: Settings,
+                      args: argparse.Namespace) -> int:
+    """Print each file's transcript; a file that cannot be read is reported and skipped."""
+    from bot.formats import to_srt
 
     status = 0
-    for path in args.files:
+    for index, path in enumerate(args.files):
         try:
             started = time.perf_counter()
-            audio = decode_audio(
-                path,
-                max_seconds=settings.max_audio_seconds,
-                timeout=settings.ffmpeg_timeout_seconds,
-                memory_mb=settings.ffmpeg_memory_mb,
-            )
+            audio = decoder.decode(path)
             decoded = time.perf_counter() - started
+            if index + 1 < len(args.files):
+                decoder.prepare()  # for the next file, while the model runs on this one
             result = recognizer.transcribe(
                 audio, chunk_seconds=settings.asr_chunk_seconds, stride_seconds=settings.asr_stride_seconds
             )
