@@ -9,7 +9,8 @@ Instead every run here:
 * reads only the given file (`-protocol_whitelist file`) through a fixed list of
   ordinary audio/video demuxers (`-format_whitelist`), so HLS, DASH, ffconcat, image
   sequences and other formats that open *other* files or URLs are refused at once;
-* never reads stdin and writes nothing but a pipe (RLIMIT_FSIZE 0);
+* writes nothing but a pipe (RLIMIT_FSIZE 0), and reads no stdin, except a spare
+  (`AudioDecoder`), which reads Ogg from its stdin and nothing else;
 * runs in its own process group under address-space, CPU-time and wall-clock limits,
   and is killed (with anything it spawned) when it overruns;
 * has its output cut off just past `max_seconds`, and its byte count checked, so a
@@ -32,7 +33,6 @@ one ffmpeg started ahead of time, waiting on its stdin for the next voice note.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
@@ -104,10 +104,6 @@ _SPARE_INPUT_HARDENING = (
 # must not make the probe itself a memory problem.
 _PROBE_OUTPUT_LIMIT = 1 << 20
 _READ_CHUNK = 1 << 16
-# ffmpeg's output pipe is grown to this (Linux's default cap for unprivileged users), so
-# ffmpeg and the reader wake each other 16 times less often.
-_PIPE_BYTES = 1 << 20
-_F_SETPIPE_SZ: int | None = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
 _STDERR_TAIL_BYTES = 2048
 # ffmpeg is asked for this much more than `max_seconds`, so audio exactly at the limit
 # can be told apart from audio that goes past it.
@@ -240,11 +236,11 @@ class AudioDecoder:
     def prepare(self) -> None:
         """Start the spare ffmpeg unless one is waiting already (call when idle: it costs ~55 ms of CPU)."""
         with self._lock:
-            if self._spare is not None and self._spare.poll() is None:
-                return
             if self._spare is not None:
+                if self._spare.poll() is None:
+                    return
                 _discard(self._spare)
-            self._spare = None
+                self._spare = None
             argv = _decode_argv(None, seconds=self.max_seconds + _CAP_SLACK_SECONDS)
             try:
                 self._spare = _spawn(argv, cpu_seconds=self.timeout, memory_mb=self.memory_mb, stdin=subprocess.PIPE)
@@ -652,9 +648,6 @@ def _collect(
     assert proc.stdout is not None and proc.stderr is not None
     out = _Sink(into)
     tail = bytearray()
-    if _F_SETPIPE_SZ is not None:
-        with suppress(OSError):  # best effort: a lower system cap just leaves the pipe as it is
-            fcntl.fcntl(proc.stdout.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
         selector.register(proc.stderr, selectors.EVENT_READ)
