@@ -16,6 +16,7 @@ import asyncio  # noqa: E402
 import signal as signals
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -101,6 +102,22 @@ class BotProcess:
             code = await loop.run_in_executor(None, self.process.wait)
         self._log.close()
         return code
+
+
+def exits_within(pid: int, seconds: float) -> bool:
+    """Whether process `pid` is gone (or a zombie: an orphan may wait for init to reap it)
+    within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 from bot import audio
 from bot.audio import SAMPLE_RATE, AudioInfo, check_ffmpeg, decode_audio, probe
 from bot.errors import AudioTooLongError, FFmpegMissingError
+from tests.conftest import exits_within
 from tests.media import convert, ffmpeg, make_silence, make_tone, make_video, media_duration, synth_speech
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
@@ -384,18 +384,7 @@ def test_spare_exits_with_its_owner_even_on_sigkill(tmp_path: Path) -> None:
     owner.wait(10)
     owner.stdout.close()  # type: ignore[union-attr]
     assert owner.returncode == -signal.SIGKILL
-    deadline = time.monotonic() + 5
-    while _pid_running(spare_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _pid_running(spare_pid)
-
-
-def _pid_running(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert exits_within(spare_pid, 5)
 
 
 def test_spare_takes_a_longer_first_piece_of_a_long_voice_note(
