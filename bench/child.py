@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import default_settings
+from bench.common import IDLE_SECONDS, default_settings
 
 
 def _emit(payload: dict[str, Any]) -> None:
@@ -42,8 +42,6 @@ def _decode(path: str | Path) -> Any:
 
 
 Runner = Callable[[str], dict[str, Any]]
-#: Idle time before each timed file -> text run (what a worker has between voice notes).
-IDLE_SECONDS = 0.3
 
 
 def _ours(model: str) -> Runner:

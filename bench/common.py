@@ -31,6 +31,9 @@ AUDIO_DIR = CACHE / "audio"
 CORPUS = ROOT.parent / "shared" / "corpus"
 PYTHON = sys.executable
 SAMPLE_RATE = 16_000
+#: Idle time before a timed run (untimed): most voice notes reach an idle bot, and that is
+#: when a worker starts its spare ffmpeg (`bot.audio.AudioDecoder.prepare`).
+IDLE_SECONDS = 0.3
 
 # Sentences for espeak-ng when the real-speech corpus is absent (varied phonemes, ~20 s).
 _ESPEAK_TEXT = (

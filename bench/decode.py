@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import Options, Row, Section, default_settings, median, voice_note
+from bench.common import IDLE_SECONDS, Options, Row, Section, default_settings, median, voice_note
 
 TARGET_SECONDS = 0.5
 LENGTH_SECONDS = 600
-IDLE_SECONDS = 0.3
 
 
 def run(opts: Options) -> Section:

@@ -25,11 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, ROOT, Options, Row, Section, child_env, median, not_run, voice_note
+from bench.common import IDLE_SECONDS, PYTHON, ROOT, Options, Row, Section, child_env, median, not_run, voice_note
 
 TARGET_OVERHEAD_MS = 150.0
 NOTE_SECONDS = 10
-IDLE_SECONDS = 0.3  # a bot idle between notes: its worker's spare ffmpeg has started
 CHAT = 4242
 READY_TIMEOUT = 180.0
 ANSWER_TIMEOUT = 120.0

@@ -115,6 +115,7 @@ def test_pages_through_refuses_a_broken_chain(tmp_path: Path) -> None:
     garbled.write_bytes(data)
     assert pages_through(garbled, 30.0) is None
     chained = tmp_path / "chained.ogg"
-    chained.write_bytes(opus_file(tmp_path / "a.ogg", 3.0).read_bytes() + opus_file(tmp_path / "b.ogg", 3.0).read_bytes())
+    links = (opus_file(tmp_path / name, 3.0).read_bytes() for name in ("a.ogg", "b.ogg"))
+    chained.write_bytes(b"".join(links))
     assert pages_through(chained, 4.0) is None  # another stream's pages
     assert pages_through(tmp_path / "missing.ogg", 1.0) is None
