@@ -107,6 +107,7 @@ def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
             compute_type=settings.asr_compute_type,
             batch_size=settings.asr_batch_size,
             compile=settings.asr_compile,
+            cpu_kernels=settings.asr_cpu_kernels,
         )
     except VoiceBotError as exc:
         decoder.close()

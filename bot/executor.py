@@ -108,6 +108,7 @@ class EngineConfig:
     compute_type: str
     batch_size: int
     compile: bool
+    cpu_kernels: str
     attention: str
     threads: int
     chunk_seconds: float
@@ -126,6 +127,7 @@ class EngineConfig:
             compute_type=settings.asr_compute_type,
             batch_size=settings.asr_batch_size,
             compile=settings.asr_compile,
+            cpu_kernels=settings.asr_cpu_kernels,
             attention=settings.asr_attention,
             threads=settings.threads_per_worker(),
             chunk_seconds=settings.asr_chunk_seconds,
@@ -161,7 +163,7 @@ def _worker_main(conn: Connection, cancel_seq: Any, shared: SharedModel, config:
     torch.set_num_threads(config.threads)
     recognizer = SpeechRecognizer(
         shared.rebuild(), device=config.device, compute_type=config.compute_type,
-        batch_size=config.batch_size, compile=config.compile,
+        batch_size=config.batch_size, compile=config.compile, cpu_kernels=config.cpu_kernels,
     )
     del shared
     with AudioDecoder(max_seconds=config.max_audio_seconds, timeout=config.ffmpeg_timeout,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from bot.asr.chunking import Chunk, align, plan_chunks
+from bot.asr.cpu_kernels import tune_for_cpu
 from bot.asr.loading import LoadedModel
 from bot.asr.text import sentence_case, strip_special_tokens
 from bot.asr.types import Progress, Transcription, TranscriptionOptions, Word
@@ -47,6 +48,7 @@ class SpeechRecognizer:
         compute_type: ComputeType = "float32",
         batch_size: int = 1,
         compile: bool = False,
+        cpu_kernels: str = "tuned",
     ) -> None:
         self.model_name = loaded.name
         self.processor = loaded.processor
@@ -57,6 +59,7 @@ class SpeechRecognizer:
         self.batch_size = batch_size
         self.sampling_rate: int = self.feature_extractor.sampling_rate
         self.samples_per_frame: int = int(getattr(loaded.model.config, "inputs_to_logits_ratio", 320))
+        self.cpu_kernels = cpu_kernels if self.device == "cpu" and not compile else "stock"
         self.model = self._prepare(loaded.model, compile=compile)
         self._input_dtype = _DTYPES.get(compute_type, torch.float32)
 
@@ -71,13 +74,16 @@ class SpeechRecognizer:
         elif self.compute_type != "float32" or self.device != "cpu":
             model = model.to(device=self.device, dtype=_DTYPES[self.compute_type])
         model.eval()
-        if compile:
+        if self.cpu_kernels == "tuned":
+            tune_for_cpu(model)
+        if compile:  # inductor fuses on its own; it would recompile the tuned encoder's loop per length
             model = torch.compile(model, dynamic=True)
         return model
 
     @property
     def options_template(self) -> dict[str, Any]:
-        return {"device": self.device, "compute_type": self.compute_type, "batch_size": self.batch_size}
+        return {"device": self.device, "compute_type": self.compute_type, "batch_size": self.batch_size,
+                "cpu_kernels": self.cpu_kernels}
 
     def transcribe(
         self,

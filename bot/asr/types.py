@@ -28,6 +28,8 @@ class TranscriptionOptions:
     device: str = "cpu"
     compute_type: str = "float32"
     batch_size: int = 1
+    #: "tuned" or "stock" CPU forward paths (`bot.asr.cpu_kernels`); "stock" on a GPU.
+    cpu_kernels: str = "stock"
 
 
 @dataclass(frozen=True)

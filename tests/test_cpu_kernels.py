@@ -1,0 +1,131 @@
+"""The tuned CPU forward paths compute what the stock transformers forward computes.
+
+Stock and tuned models are built from the same random weights; their logits may differ
+only by float32 rounding, and their argmax (the transcript) not at all. Both encoder
+layouts that the tuned encoder accepts are covered: "group" (wav2vec2-base, layer 0
+normalised over time) and "layer" (wav2vec2-large / XLS-R, every frame normalised alone).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+from bot.asr.cpu_kernels import BLOCK_FRAMES, _first_layer_norm, receptive_field, tune_for_cpu
+from bot.asr.engine import SpeechRecognizer
+from bot.asr.loading import load_ctc_model
+from bot.audio import decode_audio
+from tests.conftest import CORPUS
+from tests.model_factory import VOCAB_960H
+
+#: Lengths in samples: one frame, under one block, several blocks with a partial last one.
+LENGTHS = (400, 16_000 * 1 + 123, 320 * (2 * BLOCK_FRAMES + 17) + 80)
+
+
+def _model_pair(norm: str) -> tuple[nn.Module, nn.Module]:
+    """(stock, tuned) copies of one random small model with the real conv front end."""
+    config = Wav2Vec2Config(
+        vocab_size=len(VOCAB_960H), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=128, conv_dim=(64,) * 7, num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4, feat_extract_norm=norm, do_stable_layer_norm=norm == "layer",
+        conv_bias=norm == "layer",  # large checkpoints have conv biases: cover the bias term too
+    )
+    torch.manual_seed(1)
+    stock = Wav2Vec2ForCTC(config).eval()
+    with torch.no_grad():
+        stock.lm_head.weight.mul_(40.0)  # spread the logits, as the test model does
+        for layer in stock.wav2vec2.feature_extractor.conv_layers:  # non-trivial norm parameters
+            norm_layer = getattr(layer, "layer_norm", None)
+            if norm_layer is not None:
+                norm_layer.weight.uniform_(0.5, 1.5)
+                norm_layer.bias.uniform_(-0.5, 0.5)
+    tuned = copy.deepcopy(stock)
+    assert tune_for_cpu(tuned)[0] == "blocked feature encoder"
+    return stock, tuned
+
+
+def _speechlike(batch: int, length: int, seed: int) -> torch.Tensor:
+    """Noise with a DC offset and a slow envelope: the group norm's mean and variance both matter."""
+    generator = torch.Generator().manual_seed(seed)
+    envelope = 0.2 + torch.sin(torch.linspace(0, 12, length)).abs()
+    return 0.3 + envelope * torch.randn(batch, length, generator=generator)
+
+
+def test_receptive_field_of_the_wav2vec2_front_end() -> None:
+    config = Wav2Vec2Config()
+    assert receptive_field(list(config.conv_kernel), list(config.conv_stride)) == (400, 320)
+    assert receptive_field([10], [5]) == (10, 5)
+    assert receptive_field([3, 3], [2, 2]) == (7, 4)
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+@pytest.mark.parametrize("length", LENGTHS)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_tuned_forward_equals_stock(norm: str, length: int, batch: int) -> None:
+    stock, tuned = _model_pair(norm)
+    audio = _speechlike(batch, length, seed=length + batch)
+    with torch.inference_mode():
+        expected_features = stock.wav2vec2.feature_extractor(audio)
+        features = tuned.wav2vec2.feature_extractor(audio)
+        expected = stock(audio).logits
+        logits = tuned(audio).logits
+    assert features.shape == expected_features.shape == (batch, 64, (length - 400) // 320 + 1)
+    torch.testing.assert_close(features, expected_features, rtol=1e-4, atol=1e-4)
+    assert logits.shape == expected.shape
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=2e-3)
+    assert torch.equal(logits.argmax(-1), expected.argmax(-1))
+
+
+def test_first_layer_statistics_equal_group_norm() -> None:
+    stock, _ = _model_pair("group")
+    layer = stock.wav2vec2.feature_extractor.conv_layers[0]
+    audio = _speechlike(2, 48_000, seed=7)
+    with torch.inference_mode():
+        expected = layer.layer_norm(layer.conv(audio[:, None]))
+        scale, shift = _first_layer_norm(layer, audio)
+        normalised = torch.addcmul(shift, layer.conv(audio[:, None]), scale)
+    torch.testing.assert_close(normalised, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_input_shorter_than_one_frame_fails_like_stock() -> None:
+    stock, tuned = _model_pair("group")
+    audio = _speechlike(1, 300, seed=3)
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError) as stock_error:
+            stock(audio)
+        with pytest.raises(RuntimeError) as tuned_error:
+            tuned(audio)
+    assert str(tuned_error.value) == str(stock_error.value)
+
+
+def test_setting_chooses_the_forward_paths(tiny_model: Path) -> None:
+    tuned = SpeechRecognizer(load_ctc_model(str(tiny_model)), device="cpu", cpu_kernels="tuned")
+    stock = SpeechRecognizer(load_ctc_model(str(tiny_model)), device="cpu", cpu_kernels="stock")
+    linears = [m for m in tuned.model.modules() if type(m) is nn.Linear]
+    assert linears and all("forward" in m.__dict__ for m in linears)
+    assert "forward" in tuned.model.wav2vec2.feature_extractor.__dict__
+    assert not any("forward" in m.__dict__ for m in stock.model.modules())
+    audio = _speechlike(1, 16_000, seed=5).numpy()[0]
+    assert tuned.transcribe(audio, chunk_seconds=30, stride_seconds=2.5).options.cpu_kernels == "tuned"
+    assert stock.transcribe(audio, chunk_seconds=30, stride_seconds=2.5).options.cpu_kernels == "stock"
+
+
+@pytest.mark.parametrize("compute_type", ["float32", "int8"])
+def test_real_speech_same_transcript_tuned_and_stock(tiny_model: Path, compute_type: str) -> None:
+    names = ["jfk.wav", "ldc93s1.wav", "lj_LJ001-0001.flac"]
+    if not all((CORPUS / name).exists() for name in names):
+        pytest.skip("../shared/corpus is not available")
+    audio = np.concatenate([decode_audio(CORPUS / name, max_seconds=600) for name in names])
+    texts = {}
+    for kernels in ("tuned", "stock"):
+        recognizer = SpeechRecognizer(load_ctc_model(str(tiny_model)), device="cpu", compute_type=compute_type,
+                                      cpu_kernels=kernels)
+        texts[kernels] = recognizer.transcribe(audio, chunk_seconds=10, stride_seconds=2).raw_text
+    assert len(audio) > 20 * 16_000 and texts["tuned"]
+    assert texts["tuned"] == texts["stock"]
