@@ -322,9 +322,10 @@ def task_variants(args: argparse.Namespace) -> None:
     duration = len(audio) / 16000
     warmup = audio[: int((chunk0 * 2 - stride0 * 2) * 16000)]
 
-    def recognizer(attention: str = "sdpa", compute_type: str = "float32", compile: bool = False) -> Any:
+    def recognizer(attention: str = "sdpa", compute_type: str = "float32", compile: bool = False,
+                   cpu_kernels: str = settings.asr_cpu_kernels) -> Any:
         return SpeechRecognizer(load_ctc_model(args.model, attention=attention), device="cpu",
-                                compute_type=compute_type, compile=compile)
+                                compute_type=compute_type, compile=compile, cpu_kernels=cpu_kernels)
 
     default = recognizer()
     default.transcribe(warmup, chunk_seconds=chunk0, stride_seconds=stride0)
@@ -332,7 +333,7 @@ def task_variants(args: argparse.Namespace) -> None:
     reference: dict[str, Any] = {"ids": reference_ids, "text": first.raw_text}
     default_times = [first.processing_seconds]
     results: list[dict[str, Any]] = [{
-        "name": "fp32 sdpa (default)", "chunk": chunk0, "stride": stride0, "threads": args.threads,
+        "name": "fp32 sdpa tuned kernels (default)", "chunk": chunk0, "stride": stride0, "threads": args.threads,
         "times": [first.processing_seconds], "speedups": [1.0], "first_call": 0.0, "agreement": 1.0,
         "same_text": True,
     }]
@@ -373,6 +374,7 @@ def task_variants(args: argparse.Namespace) -> None:
     if not args.quick:
         # The whole file in one pass (what the seed does): the reference for chunking's effect.
         measure("one pass (no chunking)", lambda: default, chunk=duration + 1.0, stride=0.0, one_pass=True)
+    measure("cpu kernels stock (transformers as is)", lambda: recognizer(cpu_kernels="stock"))
     measure("attention eager", lambda: recognizer(attention="eager"))
     measure("bfloat16", lambda: recognizer(compute_type="bfloat16"))
     measure("int8 dynamic (Linear)", lambda: recognizer(compute_type="int8"))
