@@ -46,7 +46,7 @@ def run(opts: Options) -> Section:
     native = support.get("avx512_bf16") is True or support.get("amx_tile") is True
     section.add(Row("variants", "CPU bfloat16 support (torch)",
                     ", ".join(f"{k}={v}" for k, v in support.items())
-                    + ("" if native else " — no native bf16: bfloat16 is emulated")))
+                    + ("" if native else " — no native bf16 (emulated): bfloat16 modes not run")))
     spread = max(default["times"]) / min(default["times"])
     section.add(Row("variants", f"fp32 sdpa tuned kernels, {default['chunk']:g} s / {default['stride']:g} s chunks "
                                 f"(default): RTF; slowest/fastest of its {len(default['times'])} runs",
