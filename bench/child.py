@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import IDLE_SECONDS, default_settings
+from bench.common import IDLE_SECONDS, default_settings, native_bf16
 
 
 def _emit(payload: dict[str, Any]) -> None:
@@ -379,7 +379,7 @@ def task_variants(args: argparse.Namespace) -> None:
     measure("attention eager", lambda: recognizer(attention="eager"))
     # Without native bf16 (AVX512-BF16 or AMX) torch emulates it: 0.04x the default's speed on a
     # Zen 3, ten minutes a run, and no one would choose it there.
-    bf16 = support["avx512_bf16"] is True or support["amx_tile"] is True
+    bf16 = native_bf16(support)
     if bf16:
         measure("bfloat16", lambda: recognizer(compute_type="bfloat16"))
     measure("int8 dynamic (Linear)", lambda: recognizer(compute_type="int8"))

@@ -119,6 +119,11 @@ def not_run(bench: str, why: str) -> Section:
 # ----------------------------------------------------------------------------------------
 
 
+def native_bf16(support: dict[str, Any]) -> bool:
+    """Whether the CPU support torch reports (bench.child's `_cpu_support`) includes native bf16."""
+    return support.get("avx512_bf16") is True or support.get("amx_tile") is True
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

@@ -19,7 +19,18 @@ from __future__ import annotations
 import sys
 import tempfile
 
-from bench.common import CACHE, Options, Row, Section, bench_child, child_env, fmt_ratio, median, voice_note
+from bench.common import (
+    CACHE,
+    Options,
+    Row,
+    Section,
+    bench_child,
+    child_env,
+    fmt_ratio,
+    median,
+    native_bf16,
+    voice_note,
+)
 
 FASTEST_OPT_IN_TARGET = 0.05
 #: Variants that change arithmetic (opt-in compute modes), as opposed to tuning knobs.
@@ -43,7 +54,7 @@ def run(opts: Options) -> Section:
     default_rtf = median(default["times"]) / duration
     section = Section(data=data)
     support = data["cpu_support"]
-    native = support.get("avx512_bf16") is True or support.get("amx_tile") is True
+    native = native_bf16(support)
     section.add(Row("variants", "CPU bfloat16 support (torch)",
                     ", ".join(f"{k}={v}" for k, v in support.items())
                     + ("" if native else " — no native bf16 (emulated): bfloat16 modes not run")))
