@@ -12,13 +12,17 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.errors import VoiceBotError
 from bot.settings import Settings, SettingsError, load_settings
+from bot.startup_gc import collector_paused
 
 if TYPE_CHECKING:  # heavy (torch); imported where used, after the settings are known to be valid
+    import numpy as np
+
     from bot.asr.engine import SpeechRecognizer
     from bot.audio import AudioDecoder
 
@@ -65,7 +69,8 @@ def _run(settings: Settings) -> int:
     from bot.forkserver import start_forkserver
 
     start_forkserver()  # the workers' imports, on another core while this process imports the bot
-    from bot.app import run_bot
+    with collector_paused():
+        from bot.app import run_bot
 
     try:
         run_bot(settings)
@@ -89,47 +94,57 @@ def _download(settings: Settings) -> int:
 
 
 def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.asr.engine import SpeechRecognizer
-    from bot.asr.loading import load_ctc_model
     from bot.audio import AudioDecoder, check_ffmpeg
 
     decoder = AudioDecoder(max_seconds=settings.max_audio_seconds, timeout=settings.ffmpeg_timeout_seconds,
                            memory_mb=settings.ffmpeg_memory_mb)
-    try:
-        check_ffmpeg()
-        decoder.prepare()  # its ffmpeg starts up on another core while torch is imported
-        import torch
+    # One thread decodes ahead: the first file while torch is imported and the model
+    # loads (ffmpeg runs on the other core), each next one while the model runs.
+    with decoder, ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as decoding:
+        try:
+            check_ffmpeg()
+            first = decoding.submit(_timed_decode, decoder, args.files[0])
+            with collector_paused():
+                import torch
 
-        torch.set_num_threads(settings.asr_threads_per_worker or torch.get_num_threads())
-        recognizer = SpeechRecognizer(
-            load_ctc_model(settings.asr_model, attention=settings.asr_attention),
-            device=settings.asr_device,
-            compute_type=settings.asr_compute_type,
-            batch_size=settings.asr_batch_size,
-            compile=settings.asr_compile,
-            cpu_kernels=settings.asr_cpu_kernels,
-        )
-    except VoiceBotError as exc:
-        decoder.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
-    with decoder:
-        return _transcribe_files(recognizer, decoder, settings, args)
+                from bot.asr.engine import SpeechRecognizer
+                from bot.asr.loading import load_ctc_model
+
+                torch.set_num_threads(settings.asr_threads_per_worker or torch.get_num_threads())
+                recognizer = SpeechRecognizer(
+                    load_ctc_model(settings.asr_model, attention=settings.asr_attention),
+                    device=settings.asr_device,
+                    compute_type=settings.asr_compute_type,
+                    batch_size=settings.asr_batch_size,
+                    compile=settings.asr_compile,
+                    cpu_kernels=settings.asr_cpu_kernels,
+                )
+        except VoiceBotError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        return _transcribe_files(recognizer, decoding, decoder, first, settings, args)
 
 
-def _transcribe_files(recognizer: SpeechRecognizer, decoder: AudioDecoder, settings: Settings,
-                      args: argparse.Namespace) -> int:
+def _timed_decode(decoder: AudioDecoder, path: Path) -> tuple[np.ndarray, float]:
+    """The file's samples and the seconds it took to decode them."""
+    started = time.perf_counter()
+    audio = decoder.decode(path)
+    return audio, time.perf_counter() - started
+
+
+def _transcribe_files(recognizer: SpeechRecognizer, decoding: ThreadPoolExecutor, decoder: AudioDecoder,
+                      first: Future[tuple[np.ndarray, float]], settings: Settings, args: argparse.Namespace) -> int:
     """Print each file's transcript; a file that cannot be read is reported and skipped."""
     from bot.formats import to_srt
 
     status = 0
+    pending = first
     for index, path in enumerate(args.files):
+        current = pending
+        if index + 1 < len(args.files):  # queued behind this one: one decoded file ahead, no more
+            pending = decoding.submit(_timed_decode, decoder, args.files[index + 1])
         try:
-            started = time.perf_counter()
-            audio = decoder.decode(path)
-            decoded = time.perf_counter() - started
-            if index + 1 < len(args.files):
-                decoder.prepare()  # for the next file, while the model runs on this one
+            audio, decoded = current.result()
             result = recognizer.transcribe(
                 audio, chunk_seconds=settings.asr_chunk_seconds, stride_seconds=settings.asr_stride_seconds
             )

@@ -14,14 +14,9 @@ from __future__ import annotations
 import multiprocessing as mp
 from multiprocessing import forkserver
 
-#: Imported once by the forkserver, inherited (copy-on-write) by every worker it forks.
-WORKER_PRELOAD = (
-    "bot.asr.engine",
-    "bot.asr.loading",
-    "bot.audio",
-    "transformers.models.wav2vec2.modeling_wav2vec2",
-    "transformers.models.wav2vec2.processing_wav2vec2",
-)
+#: Imported once by the forkserver, inherited (copy-on-write) by every worker it forks:
+#: torch, transformers' wav2vec2 and the bot's engine and decoder, frozen after loading.
+WORKER_PRELOAD = ("bot.worker_preload",)
 
 
 def worker_context() -> mp.context.ForkServerContext:
