@@ -124,7 +124,10 @@ def task_cold_start(args: argparse.Namespace) -> None:
     from bot.forkserver import start_forkserver
 
     start_forkserver()  # as `python -m bot run` does, before its own heavy imports
-    from bot import executor
+    from bot.startup_gc import collector_paused
+
+    with collector_paused():  # as `python -m bot run` imports the bot
+        from bot import executor
 
     marks["imports"] = time.time() - args.t0
     original_load = executor.load_ctc_model
