@@ -28,6 +28,7 @@ def test_transcribe_prints_the_transcript(tiny_model: Path, speech_ogg: Path, re
     done = run_cli("transcribe", str(speech_ogg), model=tiny_model)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == engine_text(recognizer, speech_ogg, chunk=4, stride=1)
+    assert done.stderr == ""  # no progress bars or warnings around the transcript
 
 
 def test_transcribe_many_files_and_output_formats(tiny_model: Path, speech_ogg: Path, tmp_path: Path) -> None:

@@ -7,12 +7,15 @@ XLS-R fine-tunes for other languages, HuBERT or WavLM CTC models.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCTC, AutoProcessor
+from transformers.utils import logging as hf_logging
 
 from bot.errors import ModelLoadError
 
@@ -35,8 +38,9 @@ def load_ctc_model(name_or_path: str, *, attention: str = "sdpa") -> LoadedModel
     loaded copy can be shared by every worker process.
     """
     try:
-        processor = AutoProcessor.from_pretrained(name_or_path)
-        model = AutoModelForCTC.from_pretrained(name_or_path, attn_implementation=attention)
+        with _no_progress_bars():
+            processor = AutoProcessor.from_pretrained(name_or_path)
+            model = AutoModelForCTC.from_pretrained(name_or_path, attn_implementation=attention)
     except Exception as exc:  # noqa: BLE001 - any loader failure is the same start-up error
         where = "directory" if Path(name_or_path).exists() else "model id"
         raise ModelLoadError(
@@ -49,6 +53,19 @@ def load_ctc_model(name_or_path: str, *, attention: str = "sdpa") -> LoadedModel
     log.info("loaded %s (%s, %.1fM parameters)", name_or_path, type(model).__name__,
              sum(p.numel() for p in model.parameters()) / 1e6)
     return LoadedModel(name=name_or_path, processor=processor, model=model)
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """transformers draws a "Loading weights" bar on stderr: noise in the bot's log and
+    around the CLI's output. The log line after loading says the same once."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 @dataclass
