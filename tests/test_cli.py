@@ -16,12 +16,15 @@ from tests.conftest import REPO, engine_text
 pytestmark = pytest.mark.slow
 
 
-def run_cli(*args: str, model: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def cli_environment(model: Path, **env: str) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("ASR_", "TELEGRAM_"))}
     environment.update({"ASR_MODEL": str(model), "ASR_CHUNK_SECONDS": "4", "ASR_STRIDE_SECONDS": "1", **env})
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args], cwd=REPO, env=environment, capture_output=True, text=True, timeout=300
-    )
+    return environment
+
+
+def run_cli(*args: str, model: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=REPO, env=cli_environment(model, **env),
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_transcribe_prints_the_transcript(tiny_model: Path, speech_ogg: Path, recognizer: SpeechRecognizer) -> None:
@@ -50,6 +53,18 @@ def test_transcribe_many_files_and_output_formats(tiny_model: Path, speech_ogg: 
 
     srt = run_cli("transcribe", "--srt", str(speech_ogg), model=tiny_model).stdout
     assert srt.startswith("1\n00:00:") and "-->" in srt
+
+
+def test_output_closed_early_ends_quietly(tiny_model: Path, speech_ogg: Path) -> None:
+    """`python -m bot transcribe ... | head -0`: no traceback, the status a shell gives cat."""
+    with subprocess.Popen([sys.executable, "-m", "bot", "transcribe", str(speech_ogg), str(speech_ogg)], cwd=REPO,
+                          env=cli_environment(tiny_model), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as reader_gone:
+        assert reader_gone.stdout is not None and reader_gone.stderr is not None
+        reader_gone.stdout.close()
+        stderr = reader_gone.stderr.read()
+    assert reader_gone.returncode == 141
+    assert stderr == ""
 
 
 def test_configuration_errors_are_one_line(tiny_model: Path, speech_ogg: Path, tmp_path: Path) -> None:
