@@ -13,8 +13,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:  # heavy (torch); imported where used, after the settings are 
     import numpy as np
 
     from bot.asr.engine import SpeechRecognizer
-    from bot.audio import AudioDecoder
 
 EXIT_BAD_INPUT = 1
 EXIT_BAD_CONFIG = 2
@@ -115,16 +115,18 @@ def _download(settings: Settings) -> int:
 
 
 def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.audio import AudioDecoder, check_ffmpeg
+    from bot.audio import check_ffmpeg, decode_audio
 
-    decoder = AudioDecoder(max_seconds=settings.max_audio_seconds, timeout=settings.ffmpeg_timeout_seconds,
-                           memory_mb=settings.ffmpeg_memory_mb)
+    decode = partial(decode_audio, max_seconds=settings.max_audio_seconds, timeout=settings.ffmpeg_timeout_seconds,
+                     memory_mb=settings.ffmpeg_memory_mb)
     # One thread decodes ahead: the first file while torch is imported and the model
-    # loads (ffmpeg runs on the other core), each next one while the model runs.
-    with decoder, ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as decoding:
+    # loads (ffmpeg runs on the other core), each next one while the model runs. That
+    # hides ffmpeg's start-up too, so no spare ffmpeg (AudioDecoder) is kept here.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as decoding:
+        decode_ahead = partial(decoding.submit, _timed_decode, decode)
         try:
             check_ffmpeg()
-            first = decoding.submit(_timed_decode, decoder, args.files[0])
+            first = decode_ahead(args.files[0])
             with collector_paused():
                 import torch
 
@@ -143,17 +145,17 @@ def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
         except VoiceBotError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_CONFIG
-        return _transcribe_files(recognizer, decoding, decoder, first, settings, args)
+        return _transcribe_files(recognizer, decode_ahead, first, settings, args)
 
 
-def _timed_decode(decoder: AudioDecoder, path: Path) -> tuple[np.ndarray, float]:
+def _timed_decode(decode: Callable[[Path], np.ndarray], path: Path) -> tuple[np.ndarray, float]:
     """The file's samples and the seconds it took to decode them."""
     started = time.perf_counter()
-    audio = decoder.decode(path)
+    audio = decode(path)
     return audio, time.perf_counter() - started
 
 
-def _transcribe_files(recognizer: SpeechRecognizer, decoding: ThreadPoolExecutor, decoder: AudioDecoder,
+def _transcribe_files(recognizer: SpeechRecognizer, decode_ahead: Callable[[Path], Future[tuple[np.ndarray, float]]],
                       first: Future[tuple[np.ndarray, float]], settings: Settings, args: argparse.Namespace) -> int:
     """Print each file's transcript; a file that cannot be read is reported and skipped."""
     from bot.formats import to_srt
@@ -163,7 +165,7 @@ def _transcribe_files(recognizer: SpeechRecognizer, decoding: ThreadPoolExecutor
     for index, path in enumerate(args.files):
         current = pending
         if index + 1 < len(args.files):  # queued behind this one: one decoded file ahead, no more
-            pending = decoding.submit(_timed_decode, decoder, args.files[index + 1])
+            pending = decode_ahead(args.files[index + 1])
         try:
             audio, decoded = current.result()
             result = recognizer.transcribe(
