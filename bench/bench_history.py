@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.asr.types import TranscriptionOptions
-from bot.storage import Storage
+from bot.storage.db import Storage
 
 HEAVY_USER = 1_000_001
 GROUPS = (-100_001, -100_002)

@@ -29,7 +29,7 @@ def _emit(payload: dict[str, Any]) -> None:
 
 
 def _decode(path: str | Path) -> Any:
-    from bot.audio import decode_audio
+    from bot.audio.decode import decode_audio
 
     settings = default_settings()
     return decode_audio(Path(path), max_seconds=settings.max_audio_seconds,
@@ -47,9 +47,9 @@ Runner = Callable[[str], dict[str, Any]]
 def _ours(model: str) -> Runner:
     """Our engine with the default settings, as a worker runs it: decode, chunked transcription,
     then (untimed, like a worker going idle) a spare ffmpeg started for the next note."""
-    from bot.asr.engine import SpeechRecognizer
-    from bot.asr.loading import load_ctc_model
-    from bot.audio import AudioDecoder
+    from bot.asr.ctc.recognizer import SpeechRecognizer
+    from bot.asr.ctc.loading import load_ctc_model
+    from bot.audio.decode import AudioDecoder
 
     settings = default_settings()
     recognizer = SpeechRecognizer(load_ctc_model(model, attention=settings.asr_attention), device="cpu")
@@ -121,13 +121,13 @@ def task_cold_start(args: argparse.Namespace) -> None:
     returned), first 5 s note done.
     """
     marks = {"script_started": time.time() - args.t0}
-    from bot.forkserver import start_forkserver
+    from bot.execution.local.forkserver import start_forkserver
 
     start_forkserver()  # as `python -m bot run` does, before its own heavy imports
-    from bot.startup_gc import collector_paused
+    from bot.ops.startup_gc import collector_paused
 
     with collector_paused():  # as `python -m bot run` imports the bot
-        from bot import executor
+        from bot.execution.local import pool as executor
 
     marks["imports"] = time.time() - args.t0
     original_load = executor.load_ctc_model
@@ -187,7 +187,7 @@ def task_memory(args: argparse.Namespace) -> None:
     """
     import psutil
 
-    from bot.executor import EngineConfig, ProcessPoolTranscriber
+    from bot.execution.local.pool import EngineConfig, ProcessPoolTranscriber
 
     async def main() -> list[dict[str, Any]]:
         settings = default_settings(asr_model=args.model, asr_workers=args.workers)
@@ -215,7 +215,7 @@ def task_throughput(args: argparse.Namespace) -> None:
     Pool start-up is excluded; one short job per worker first warms each worker's
     kernels, as a bot that has served a message would be.
     """
-    from bot.executor import EngineConfig, ProcessPoolTranscriber
+    from bot.execution.local.pool import EngineConfig, ProcessPoolTranscriber
 
     notes = json.loads(Path(args.notes).read_text())
 
@@ -316,8 +316,8 @@ def task_variants(args: argparse.Namespace) -> None:
     """
     import torch
 
-    from bot.asr.engine import SpeechRecognizer
-    from bot.asr.loading import load_ctc_model
+    from bot.asr.ctc.recognizer import SpeechRecognizer
+    from bot.asr.ctc.loading import load_ctc_model
 
     settings = default_settings()
     chunk0, stride0 = settings.asr_chunk_seconds, settings.asr_stride_seconds

@@ -32,7 +32,7 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 PYTHON = sys.executable
 SAMPLE_RATE = 16_000
 #: Idle time before a timed run (untimed): most voice notes reach an idle bot, and that is
-#: when a worker starts its spare ffmpeg (`bot.audio.AudioDecoder.prepare`).
+#: when a worker starts its spare ffmpeg (`bot.audio.decode.AudioDecoder.prepare`).
 IDLE_SECONDS = 0.3
 
 # Sentences for espeak-ng when the real-speech corpus is absent (varied phonemes, ~20 s).

@@ -1,4 +1,4 @@
-"""Decoding a 10-minute OGG/Opus voice note to 16 kHz float32 with `bot.audio`.
+"""Decoding a 10-minute OGG/Opus voice note to 16 kHz float32 with `bot.audio.decode`.
 
 Runs in this process: decoding happens in ffmpeg (subprocesses), so there is no model
 state to isolate. The first call warms the page cache and is not counted. The target
@@ -24,7 +24,7 @@ LENGTH_SECONDS = 600
 
 
 def run(opts: Options) -> Section:
-    from bot.audio import AudioDecoder, decode_audio
+    from bot.audio.decode import AudioDecoder, decode_audio
 
     path = voice_note(LENGTH_SECONDS)
     n = opts.reps(7, 3)

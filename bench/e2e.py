@@ -142,7 +142,7 @@ def _median_timeline(runs: list[dict[str, Any]]) -> str:
 def _decode_ms(opts: Options) -> dict[str, float]:
     """What decoding the same note costs, so the overhead can be split into decode and the rest:
     as an idle worker does it (its spare ffmpeg waiting), and with an ffmpeg started for it."""
-    from bot.audio import AudioDecoder
+    from bot.audio.decode import AudioDecoder
 
     path = voice_note(NOTE_SECONDS, offset=42.0)
     times: dict[str, list[float]] = {"spare": [], "none": []}

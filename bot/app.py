@@ -18,15 +18,16 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
 
-from bot import handlers, metrics
-from bot.audio import check_ffmpeg
-from bot.context import BotData, Context
-from bot.executor import EngineConfig, ProcessPoolTranscriber
-from bot.health import HealthServer
-from bot.logs import setup_logging
-from bot.pipeline import TranscriptionPipeline
+from bot.telegram import handlers
+from bot.ops import metrics
+from bot.audio.decode import check_ffmpeg
+from bot.telegram.context import BotData, Context
+from bot.execution.local.pool import EngineConfig, ProcessPoolTranscriber
+from bot.ops.health import HealthServer
+from bot.ops.logs import setup_logging
+from bot.telegram.pipeline import TranscriptionPipeline
 from bot.settings import Settings
-from bot.storage import Storage
+from bot.storage.db import Storage
 
 log = logging.getLogger(__name__)
 

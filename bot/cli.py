@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 from bot.errors import VoiceBotError
 from bot.settings import Settings, SettingsError, load_settings
-from bot.startup_gc import collector_paused
+from bot.ops.startup_gc import collector_paused
 
 if TYPE_CHECKING:  # heavy (torch); imported where used, after the settings are known to be valid
     import numpy as np
 
-    from bot.asr.engine import SpeechRecognizer
+    from bot.asr.ctc.recognizer import SpeechRecognizer
 
 EXIT_BAD_INPUT = 1
 EXIT_BAD_CONFIG = 2
@@ -87,7 +87,7 @@ def _run(settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_CONFIG
-    from bot.forkserver import start_forkserver
+    from bot.execution.local.forkserver import start_forkserver
 
     start_forkserver()  # the workers' imports, on another core while this process imports the bot
     with collector_paused():
@@ -102,7 +102,7 @@ def _run(settings: Settings) -> int:
 
 
 def _download(settings: Settings) -> int:
-    from bot.asr.loading import download_model, load_ctc_model
+    from bot.asr.ctc.loading import download_model, load_ctc_model
 
     try:
         path = download_model(settings.asr_model)
@@ -115,7 +115,7 @@ def _download(settings: Settings) -> int:
 
 
 def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.audio import check_ffmpeg, decode_audio
+    from bot.audio.decode import check_ffmpeg, decode_audio
 
     decode = partial(decode_audio, max_seconds=settings.max_audio_seconds, timeout=settings.ffmpeg_timeout_seconds,
                      memory_mb=settings.ffmpeg_memory_mb)
@@ -130,8 +130,8 @@ def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
             with collector_paused():
                 import torch
 
-                from bot.asr.engine import SpeechRecognizer
-                from bot.asr.loading import load_ctc_model
+                from bot.asr.ctc.recognizer import SpeechRecognizer
+                from bot.asr.ctc.loading import load_ctc_model
 
                 torch.set_num_threads(settings.asr_threads_per_worker or torch.get_num_threads())
                 recognizer = SpeechRecognizer(
@@ -158,7 +158,7 @@ def _timed_decode(decode: Callable[[Path], np.ndarray], path: Path) -> tuple[np.
 def _transcribe_files(recognizer: SpeechRecognizer, decode_ahead: Callable[[Path], Future[tuple[np.ndarray, float]]],
                       first: Future[tuple[np.ndarray, float]], settings: Settings, args: argparse.Namespace) -> int:
     """Print each file's transcript; a file that cannot be read is reported and skipped."""
-    from bot.formats import to_srt
+    from bot.asr.formats import to_srt
 
     status = 0
     pending = first

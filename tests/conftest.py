@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.asr.engine import SpeechRecognizer
-from bot.asr.loading import load_ctc_model
-from bot import audio
-from bot.audio import decode_audio
+from bot.asr.ctc.recognizer import SpeechRecognizer
+from bot.asr.ctc.loading import load_ctc_model
+from bot.audio import decode as audio
+from bot.audio.decode import decode_audio
 from tests.fake_telegram import FakeTelegram, SentMessage
 from tests.media import convert, synth_speech
 from tests.model_factory import build_random_ctc_model
@@ -122,7 +122,7 @@ def exits_within(pid: int, seconds: float) -> bool:
 
 @pytest.fixture
 def audio_spawns(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
-    """Every ffmpeg/ffprobe process bot.audio starts during the test, in order (real processes)."""
+    """Every ffmpeg/ffprobe process bot.audio.decode starts during the test, in order (real processes)."""
     spawned: list[subprocess.Popen[bytes]] = []
     real_popen = subprocess.Popen
 

@@ -92,7 +92,7 @@ def synth_speech(text: str, path: Path, *, voice: str = "en-us", words_per_minut
 
 
 def media_duration(path: Path) -> float:
-    """Duration in seconds as ffprobe reports it from the container (independent of bot.audio)."""
+    """Duration in seconds as ffprobe reports it from the container (independent of bot.audio.decode)."""
     done = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
         capture_output=True,

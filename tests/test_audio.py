@@ -1,4 +1,4 @@
-"""bot.audio on well-formed input: every format people send, real speech, the corpus, ffmpeg lookup.
+"""bot.audio.decode on well-formed input: every format people send, real speech, the corpus, ffmpeg lookup.
 
 All media is generated at test time (see media.py); the corpus test reads the shared
 speech corpus next to the repository and skips when it is absent.
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot import audio
-from bot.audio import SAMPLE_RATE, AudioInfo, check_ffmpeg, decode_audio, probe
+from bot.audio import decode as audio
+from bot.audio.decode import SAMPLE_RATE, AudioInfo, check_ffmpeg, decode_audio, probe
 from bot.errors import AudioTooLongError, FFmpegMissingError
 from tests.conftest import exits_within
 from tests.media import convert, ffmpeg, make_silence, make_tone, make_video, media_duration, synth_speech
@@ -375,7 +375,7 @@ def test_spare_exits_with_its_owner_even_on_sigkill(tmp_path: Path) -> None:
     """A worker killed outright closes the spare's stdin; the spare sees EOF and exits, never orphaned for long."""
     owner = subprocess.Popen(
         [sys.executable, "-c",
-         "import os, signal, sys; from bot.audio import AudioDecoder\n"
+         "import os, signal, sys; from bot.audio.decode import AudioDecoder\n"
          "d = AudioDecoder(max_seconds=60); d.prepare(); print(d._spare.pid, flush=True)\n"
          "os.kill(os.getpid(), signal.SIGKILL)"],
         stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1], text=True,

@@ -1,4 +1,4 @@
-"""bot.audio against hostile and broken input: the security issue's threat model.
+"""bot.audio.decode against hostile and broken input: the security issue's threat model.
 
 Corrupt files, playlists that point elsewhere, decompression bombs, lying headers,
 slow inputs, tiny resource limits and fuzzed bytes. Whatever comes in, decode_audio
@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import audio
-from bot.audio import SAMPLE_RATE, decode_audio, probe
+from bot.audio import decode as audio
+from bot.audio.decode import SAMPLE_RATE, decode_audio, probe
 from bot.errors import AudioDecodeError, AudioTooLongError
 from tests.conftest import exits_within
 from tests.media import ffmpeg, make_silence, make_tone, make_video
@@ -297,7 +297,7 @@ def test_lying_flac_bomb_is_cut_off_by_the_output_cap(
 def test_wall_clock_timeout_on_a_real_decode(three_hour_ogg: Path, caplog: pytest.LogCaptureFixture) -> None:
     """max_seconds lets the 3 h file past the probe; decoding it needs ~5 s but only gets 0.5 s."""
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="bot.audio"):
+    with caplog.at_level(logging.WARNING, logger="bot.audio.decode"):
         error = assert_refused_with(three_hour_ogg, max_seconds=4 * 3600, timeout=0.5)
     assert time.monotonic() - started < 3
     assert "too long" in error.user_message
@@ -335,7 +335,7 @@ def test_timeout_kills_the_whole_process_group(
     wav = make_tone(tmp_path / "a.wav", 0.5)
     _fake_tools(tmp_path, monkeypatch, ffmpeg='/bin/sleep 60 &\necho "child=$!" >&2\nwait\n')
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="bot.audio"):
+    with caplog.at_level(logging.WARNING, logger="bot.audio.decode"):
         assert_refused_with(wav, max_seconds=60, timeout=1.0)
     assert time.monotonic() - started < 3
     child = int(caplog.text.split("child=")[1].split()[0])
@@ -357,7 +357,7 @@ def test_resource_limits_are_applied(
     monkeypatch.setattr(audio, "_CAN_LIMIT_AFTER_EXEC", after_exec)
     wav = make_tone(tmp_path / "a.wav", 0.5)
     _fake_tools(tmp_path, monkeypatch, ffmpeg="exit 1\n", ffprobe="/bin/sleep 0.2\n" + _LIMITS_REPORT + "exit 1\n")
-    with caplog.at_level(logging.INFO, logger="bot.audio"):
+    with caplog.at_level(logging.INFO, logger="bot.audio.decode"):
         assert_refused_with(wav, max_seconds=60, timeout=7.5, memory_mb=300)
     cpu = math.ceil(7.5) + 1
     assert f"as={300 * 1024} cpu={cpu} fsize=0 core=0" in caplog.text  # ulimit -v counts KiB
@@ -369,7 +369,7 @@ def test_resource_limits_are_applied_to_the_spare(
     """The spare ffmpeg waits under the same limits as one started for a file (the fake reads
     them after 0.2 s, as the real one would start decoding only after loading its libraries)."""
     _fake_tools(tmp_path, monkeypatch, ffmpeg="/bin/sleep 0.2\n" + _LIMITS_REPORT + "/bin/cat >/dev/null\nexit 1\n")
-    with caplog.at_level(logging.INFO, logger="bot.audio"), \
+    with caplog.at_level(logging.INFO, logger="bot.audio.decode"), \
             audio.AudioDecoder(max_seconds=60, timeout=7.5, memory_mb=300) as decoder:
         decoder.prepare()
         with pytest.raises(AudioDecodeError):
@@ -383,7 +383,7 @@ def test_endless_ffprobe_output_is_cut_off(
     """A probe report past 1 MB (a file crafted with thousands of streams) is refused, not buffered."""
     wav = make_tone(tmp_path / "a.wav", 0.5)
     _fake_tools(tmp_path, monkeypatch, ffprobe="exec /usr/bin/yes '{\"streams\": []}'\n")
-    with caplog.at_level(logging.WARNING, logger="bot.audio"):
+    with caplog.at_level(logging.WARNING, logger="bot.audio.decode"):
         assert_refused_with(wav, max_seconds=60, timeout=10)
     assert "ffprobe output" in caplog.text and "exceeded" in caplog.text
 
@@ -396,7 +396,7 @@ def test_too_small_memory_limit_is_a_clean_decode_error(voice_note: Path) -> Non
 def test_ffmpeg_stderr_is_logged_not_shown(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     disguised = tmp_path / "voice.ogg"
     disguised.write_text(_ffconcat("/etc/passwd"))
-    with caplog.at_level(logging.INFO, logger="bot.audio"):
+    with caplog.at_level(logging.INFO, logger="bot.audio.decode"):
         error = assert_refused(disguised)
     assert "not on whitelist" in caplog.text
     assert "whitelist" not in str(error.user_message)

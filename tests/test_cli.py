@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.asr.engine import SpeechRecognizer
+from bot.asr.ctc.recognizer import SpeechRecognizer
 from tests.conftest import REPO, engine_text
 
 pytestmark = pytest.mark.slow

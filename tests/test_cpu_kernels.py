@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
-from bot.asr.cpu_kernels import BLOCK_FRAMES, _first_layer_norm, receptive_field, tune_for_cpu
-from bot.asr.engine import SpeechRecognizer
-from bot.asr.loading import load_ctc_model
-from bot.audio import decode_audio
+from bot.asr.ctc.cpu_kernels import BLOCK_FRAMES, _first_layer_norm, receptive_field, tune_for_cpu
+from bot.asr.ctc.recognizer import SpeechRecognizer
+from bot.asr.ctc.loading import load_ctc_model
+from bot.audio.decode import decode_audio
 from tests.conftest import CORPUS
 from tests.model_factory import VOCAB_960H
 

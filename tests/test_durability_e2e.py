@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.asr.engine import SpeechRecognizer
+from bot.asr.ctc.recognizer import SpeechRecognizer
 from tests.conftest import engine_text, final_replies, wait_ready
 from tests.fake_telegram import FakeTelegram
 from tests.media import ffmpeg

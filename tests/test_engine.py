@@ -18,12 +18,12 @@ import pytest
 from transformers import pipeline
 
 from bench.seed_method import seed_transcribe
-from bot.asr.engine import SpeechRecognizer
-from bot.asr.loading import load_ctc_model
-from bot.asr.text import sentence_case
-from bot.audio import decode_audio
+from bot.asr.ctc.recognizer import SpeechRecognizer
+from bot.asr.ctc.loading import load_ctc_model
+from bot.asr.postprocess import sentence_case
+from bot.audio.decode import decode_audio
 from bot.errors import ModelLoadError
-from bot.formats import to_srt, to_vtt
+from bot.asr.formats import to_srt, to_vtt
 from tests.conftest import CORPUS
 from tests.media import convert, ffmpeg, synth_speech
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.asr.engine import SpeechRecognizer
-from bot.asr.loading import SharedModel, load_ctc_model
-from bot.audio import decode_audio
+from bot.asr.ctc.recognizer import SpeechRecognizer
+from bot.asr.ctc.loading import SharedModel, load_ctc_model
+from bot.audio.decode import decode_audio
 from bot.errors import (
     AudioDecodeError,
     ExecutorOverloadedError,
@@ -21,7 +21,7 @@ from bot.errors import (
     JobTimeoutError,
     WorkerCrashedError,
 )
-from bot.executor import EngineConfig, ProcessPoolTranscriber
+from bot.execution.local.pool import EngineConfig, ProcessPoolTranscriber
 from bot.settings import Settings
 from tests.media import ffmpeg
 

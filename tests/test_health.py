@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot import metrics
-from bot.health import HealthServer
+from bot.ops import metrics
+from bot.ops.health import HealthServer
 
 METRIC_NAMES = {
     "jobs_total",

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from bot import replies
+from bot.telegram import replies
 from bot.asr.types import Transcription, TranscriptionOptions, Word
-from bot.storage import Storage
+from bot.storage.db import Storage
 from tests.conftest import BotProcess, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
 

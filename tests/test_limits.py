@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.asr.engine import SpeechRecognizer
-from bot.limits import TokenBucket, UserLimiter
+from bot.asr.ctc.recognizer import SpeechRecognizer
+from bot.telegram.limits import TokenBucket, UserLimiter
 from tests.conftest import BotProcess, engine_text, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
 from tests.media import ffmpeg

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bot.asr.engine import SpeechRecognizer
+from bot.asr.ctc.recognizer import SpeechRecognizer
 from tests.conftest import BotProcess, engine_text, final_replies, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
 

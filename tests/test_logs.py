@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.logs import RedactingFilter, setup_logging
+from bot.ops.logs import RedactingFilter, setup_logging
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 OTHER_TOKEN = "987654321:ZZZ-other_token_not_configured_xyz"
@@ -115,9 +115,9 @@ def test_httpx_request_urls_are_redacted_and_quietened(capsys: pytest.CaptureFix
 
 def test_text_format_is_readable_with_extras(capsys: pytest.CaptureFixture[str]) -> None:
     setup_logging(level="INFO", fmt="text")
-    logging.getLogger("bot.handlers").info("transcribed", extra={"job_id": "j7", "outcome": "done"})
+    logging.getLogger("bot.telegram.handlers").info("transcribed", extra={"job_id": "j7", "outcome": "done"})
     [line] = _lines(capsys)
-    assert "INFO bot.handlers: transcribed" in line
+    assert "INFO bot.telegram.handlers: transcribed" in line
     assert line.endswith("job_id=j7 outcome=done")
 
 

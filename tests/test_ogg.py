@@ -1,4 +1,4 @@
-"""Reading an Ogg Opus file's duration from its pages (bot.ogg), against ffprobe."""
+"""Reading an Ogg Opus file's duration from its pages (bot.audio.ogg), against ffprobe."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.ogg import opus_duration, pages_through
+from bot.audio.ogg import opus_duration, pages_through
 from tests.media import convert, ffmpeg, make_tone, media_duration
 
 NOISE = "anoisesrc=c=pink:a=0.3:seed=3:d={seconds}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.asr.engine import SpeechRecognizer
+from bot.asr.ctc.recognizer import SpeechRecognizer
 from tests.conftest import BotProcess, engine_text, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
 

@@ -1,4 +1,4 @@
-"""`bot.startup_gc`: the collector off while start-up builds, what it built frozen after."""
+"""`bot.ops.startup_gc`: the collector off while start-up builds, what it built frozen after."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.startup_gc import collector_paused
+from bot.ops.startup_gc import collector_paused
 
 
 @pytest.fixture(autouse=True)

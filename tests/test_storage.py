@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-import bot.storage as storage_module
+import bot.storage.db as storage_module
 from bot.asr.types import Transcription, TranscriptionOptions, Word
-from bot.storage import (
+from bot.storage.db import (
     JobRequest,
     JobStatus,
     Storage,
     StorageError,
     fts_query,
 )
-from bot.storage_schema import MIGRATIONS, SCHEMA_VERSION
+from bot.storage.schema import MIGRATIONS, SCHEMA_VERSION
 
 START = 1_700_000_000.0
 GROUP = -100_123

@@ -6,7 +6,8 @@ that echo the options used, so a stored transcript says how it was made.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass
 from typing import Any
 
 
@@ -20,16 +21,42 @@ class Word:
 
 
 @dataclass(frozen=True)
+class TextOptions:
+    """The options that change the text: what a request asks for and the cache is keyed on.
+
+    `model` is the model key (`ASR_MODEL`, or a routed model); `language` None means the
+    model's default (or detection, for models that detect); `postprocess` None means the
+    recognizer's own default chain (sentence case for CTC models that emit bare capitals,
+    nothing for models that punctuate and case themselves).
+    """
+
+    model: str
+    language: str | None = None
+    decoder: str = "greedy"
+    hotwords: tuple[str, ...] = ()
+    postprocess: tuple[str, ...] | None = None
+
+    def cache_key(self) -> str:
+        """A stable string of every option: two requests with the same key give the same text."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
 class TranscriptionOptions:
-    """The options a transcription ran with."""
+    """The options a transcription ran with (echoed in every result)."""
 
     chunk_seconds: float
     stride_seconds: float
     device: str = "cpu"
     compute_type: str = "float32"
     batch_size: int = 1
-    #: "tuned" or "stock" CPU forward paths (`bot.asr.cpu_kernels`); "stock" on a GPU.
+    #: "tuned" or "stock" CPU forward paths (`bot.asr.ctc.cpu_kernels`); "stock" on a GPU.
     cpu_kernels: str = "stock"
+    language: str | None = None
+    decoder: str = "greedy"
+    hotwords: tuple[str, ...] = ()
+    #: The post-processing steps that were applied, in order (resolved, never None).
+    postprocess: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,7 +74,8 @@ class Transcription:
     options: TranscriptionOptions
     processing_seconds: float
     decode_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The language of the text: the requested one, the detected one, or None when unknown.
+    language: str | None = None
 
     @property
     def real_time_factor(self) -> float:

@@ -101,7 +101,7 @@ def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
 
 def format_buttons(transcript_id: int) -> InlineKeyboardMarkup:
     """.txt / .srt / .vtt buttons under a stored transcript (files made from what was stored;
-    `bot.handlers.buttons.FORMAT` parses their data)."""
+    `bot.telegram.handlers.buttons.FORMAT` parses their data)."""
     return InlineKeyboardMarkup(
         [[InlineKeyboardButton(f".{fmt}", callback_data=f"fmt:{transcript_id}:{fmt}") for fmt in ("txt", "srt", "vtt")]]
     )

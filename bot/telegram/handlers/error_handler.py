@@ -8,7 +8,7 @@ from telegram import Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 
-from bot.context import Context
+from bot.telegram.context import Context
 from bot.errors import VoiceBotError
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ shut down), so a distributed backend could replace the pool without touching the
 
 `ProcessPoolTranscriber` loads the model once in the parent, moves its weights to shared
 memory, and hands them to each worker, so N workers cost one copy of the weights.
-Workers are forked from a multiprocessing forkserver (`bot.forkserver`) that imported
+Workers are forked from a multiprocessing forkserver (`bot.execution.local.forkserver`) that imported
 torch, transformers and the engine once, so they share those pages instead of each
 importing its own copy. Each worker owns one pipe to the parent; a reader thread per
 worker turns its messages into calls on the event loop.
@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from bot.asr.loading import SharedModel, load_ctc_model
+from bot.asr.ctc.loading import SharedModel, load_ctc_model
 from bot.asr.types import Progress, Transcription
-from bot.audio import AudioDecoder
-from bot.forkserver import start_forkserver, worker_context
+from bot.audio.decode import AudioDecoder
+from bot.execution.local.forkserver import start_forkserver, worker_context
 from bot.settings import Settings
 from bot.errors import (
     ExecutorOverloadedError,
@@ -46,7 +46,7 @@ from bot.errors import (
 )
 
 if TYPE_CHECKING:
-    from bot.asr.engine import SpeechRecognizer
+    from bot.asr.ctc.recognizer import SpeechRecognizer
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _worker_main(conn: Connection, cancel_seq: Any, shared: SharedModel, config:
 
     import torch
 
-    from bot.asr.engine import SpeechRecognizer
+    from bot.asr.ctc.recognizer import SpeechRecognizer
 
     # A group-wide SIGTERM/Ctrl-C (systemd, a terminal) must not kill jobs mid-chunk: the
     # parent decides when workers stop, through the pipe, or by killing them.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from telegram import Update
 from telegram.constants import ChatType
 
-from bot import replies
-from bot.context import Context
-from bot.media import AUTO_KINDS, find_media
+from bot.telegram import replies
+from bot.telegram.context import Context
+from bot.telegram.attachments import AUTO_KINDS, find_media
 
 
 async def on_media(update: Update, context: Context) -> None:

@@ -16,7 +16,7 @@ from multiprocessing import forkserver
 
 #: Imported once by the forkserver, inherited (copy-on-write) by every worker it forks:
 #: torch, transformers' wav2vec2 and the bot's engine and decoder, frozen after loading.
-WORKER_PRELOAD = ("bot.worker_preload",)
+WORKER_PRELOAD = ("bot.execution.local.preload",)
 
 
 def worker_context() -> mp.context.ForkServerContext:

@@ -37,13 +37,13 @@ from telegram.constants import ChatType, ParseMode
 from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
-from bot import replies
-from bot.context import Context
+from bot.telegram import replies
+from bot.telegram.context import Context
 from bot.errors import format_duration
-from bot.formats import build_cues, to_txt
-from bot.handlers.access import is_admin
-from bot.media import origin_name
-from bot.storage import Page, SearchHit, TranscriptRecord, TranscriptSummary
+from bot.asr.formats import build_cues, to_txt
+from bot.telegram.handlers.access import is_admin
+from bot.telegram.attachments import origin_name
+from bot.storage.db import Page, SearchHit, TranscriptRecord, TranscriptSummary
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics, served on /metrics by `bot.health.HealthServer`.
+"""Prometheus metrics, served on /metrics by `bot.ops.health.HealthServer`.
 
 They live in their own `REGISTRY` rather than prometheus-client's global one, so tests that
 import the bot several times, or build several servers, each see only these series.

@@ -28,14 +28,15 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, R
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
-from bot import metrics, replies
+from bot.ops import metrics
+from bot.telegram import replies
 from bot.asr.types import Progress, Transcription
 from bot.errors import AudioTooLongError, ExecutorOverloadedError, JobCancelledError, JobTimeoutError, VoiceBotError
-from bot.executor import Transcriber, TranscriptionJob
-from bot.limits import TokenBucket, UserLimiter
-from bot.media import Media, describe_origin
+from bot.execution.local.pool import Transcriber, TranscriptionJob
+from bot.telegram.limits import TokenBucket, UserLimiter
+from bot.telegram.attachments import Media, describe_origin
 from bot.settings import Settings
-from bot.storage import Job, JobRequest, JobStatus, Storage, StorageError
+from bot.storage.db import Job, JobRequest, JobStatus, Storage, StorageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -14,9 +14,9 @@ import re
 
 from telegram import ReplyParameters, Update
 
-from bot import replies
-from bot.context import Context
-from bot.formats import to_srt, to_txt, to_vtt
+from bot.telegram import replies
+from bot.telegram.context import Context
+from bot.asr.formats import to_srt, to_txt, to_vtt
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, TypeAlias
 from telegram.ext import CallbackContext, ExtBot
 
 if TYPE_CHECKING:
-    from bot.executor import Transcriber
-    from bot.pipeline import TranscriptionPipeline
+    from bot.execution.local.pool import Transcriber
+    from bot.telegram.pipeline import TranscriptionPipeline
     from bot.settings import Settings
-    from bot.storage import Storage
+    from bot.storage.db import Storage
 
 
 class BotData:

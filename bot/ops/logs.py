@@ -76,7 +76,7 @@ class RedactingFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """`2024-05-01 12:00:00,123 INFO bot.handlers: message key=value ...`: for people."""
+    """`2024-05-01 12:00:00,123 INFO bot.telegram.handlers: message key=value ...`: for people."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from telegram import BotCommand, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, TypeHandler, filters
 
-from bot.handlers import access, buttons, commands, history, media
-from bot.handlers.errors import on_error
+from bot.telegram.handlers import access, buttons, commands, files, history
+from bot.telegram.handlers.error_handler import on_error
 
 #: Shown by Telegram's command menu (registered with set_my_commands at start-up).
 COMMANDS = [
@@ -35,13 +35,13 @@ def register(application: Application) -> None:  # type: ignore[type-arg]
     application.add_handler(TypeHandler(Update, access.check_access), group=-1)
     application.add_handler(CommandHandler(["start", "help"], commands.on_help))
     application.add_handler(CommandHandler("auto", commands.on_auto))
-    application.add_handler(CommandHandler("transcribe", media.on_transcribe))
+    application.add_handler(CommandHandler("transcribe", files.on_transcribe))
     history.register(application)
-    application.add_handler(MessageHandler(MEDIA & ~filters.UpdateType.EDITED, media.on_media))
+    application.add_handler(MessageHandler(MEDIA & ~filters.UpdateType.EDITED, files.on_media))
     application.add_handler(CallbackQueryHandler(buttons.on_cancel, pattern=buttons.CANCEL))
     application.add_handler(CallbackQueryHandler(buttons.on_format, pattern=buttons.FORMAT))
     application.add_handler(CallbackQueryHandler(buttons.on_unknown))
     application.add_handler(
-        MessageHandler(filters.ChatType.PRIVATE & ~filters.COMMAND & ~filters.UpdateType.EDITED & ~MEDIA, media.on_other)
+        MessageHandler(filters.ChatType.PRIVATE & ~filters.COMMAND & ~filters.UpdateType.EDITED & ~MEDIA, files.on_other)
     )
     application.add_error_handler(on_error)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from bot.metrics import exposition
+from bot.ops.metrics import exposition
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from bot.asr.chunking import Chunk, align, plan_chunks
-from bot.asr.cpu_kernels import tune_for_cpu
-from bot.asr.loading import LoadedModel
-from bot.asr.text import sentence_case, strip_special_tokens
+from bot.asr.ctc.cpu_kernels import tune_for_cpu
+from bot.asr.ctc.loading import LoadedModel
+from bot.asr.postprocess import sentence_case, strip_special_tokens
 from bot.asr.types import Progress, Transcription, TranscriptionOptions, Word
 from bot.errors import JobCancelledError, ModelLoadError
 

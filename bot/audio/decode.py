@@ -22,7 +22,7 @@ pass and no intermediate WAV. Its stderr never reaches users; a short tail is lo
 
 Speed: starting one of these processes costs ~55 ms (the Debian build links ~200
 shared libraries), as much as decoding a 30 s voice note. So a voice note's length is
-read from its Ogg pages (`bot.ogg`) instead of asking ffprobe, and for other files the
+read from its Ogg pages (`bot.audio.ogg`) instead of asking ffprobe, and for other files the
 probe and the decode run side by side rather than one after the other. Opus decoding
 is single-threaded, so a long recording in a container that seeks to the exact sample
 is decoded in pieces by several ffmpeg processes at once; each piece after the first
@@ -61,7 +61,7 @@ with warnings.catch_warnings():
     from pydub import AudioSegment
 
 from bot.errors import AudioDecodeError, AudioTooLongError, FFmpegMissingError
-from bot.ogg import opus_duration, pages_through
+from bot.audio.ogg import opus_duration, pages_through
 
 logger = logging.getLogger(__name__)
 
@@ -380,7 +380,7 @@ def _decode_pieces(
     damaged page, a container whose duration is wrong) makes it come back short,
     while one pass would have closed the gap up; then None tells the caller to decode
     in one pass instead. With `spare` the first piece is a spare ffmpeg's: it is fed the
-    file's pages up to a second past the piece (an intact chain, `bot.ogg.pages_through`),
+    file's pages up to a second past the piece (an intact chain, `bot.audio.ogg.pages_through`),
     must give back exactly the audio their granule positions promise, so a frame the
     decoder dropped shows, and is cut back to the piece. The last piece carries the
     overall output cap and raises AudioTooLongError past it. Each piece is read straight

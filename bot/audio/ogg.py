@@ -52,7 +52,7 @@ def pages_through(path: Path, seconds: float) -> tuple[int, float] | None:
 
     Intact means each page starts where the one before ended, all of one stream, with
     no sequence number missing: then a decoder given just those bytes decodes what one
-    given the whole file decodes up to there (`bot.audio` feeds them to an ffmpeg
+    given the whole file decodes up to there (`bot.audio.decode` feeds them to an ffmpeg
     already started, and checks it got that many seconds back). Lost or damaged
     pages, or a file that ends sooner, give None.
     """

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.asr.text import sentence_case
+from bot.asr.postprocess import sentence_case
 from bot.asr.types import Word
 
 MAX_CUE_CHARS = 42

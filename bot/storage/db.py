@@ -37,7 +37,7 @@ from typing import Any, Generic, Self, TypeVar
 import aiosqlite
 
 from bot.asr.types import Transcription, TranscriptionOptions, Word
-from bot.storage_schema import MIGRATIONS, SCHEMA_VERSION
+from bot.storage.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -967,7 +967,9 @@ def _decode_words(data: str) -> tuple[Word, ...]:
 def _decode_options(data: str) -> TranscriptionOptions:
     """Options from JSON, ignoring keys this version no longer has (rows outlive code)."""
     raw = json.loads(data)
-    return TranscriptionOptions(**{k: v for k, v in raw.items() if k in _OPTION_FIELDS})
+    return TranscriptionOptions(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in _OPTION_FIELDS}
+    )
 
 
 def _transcription(row: sqlite3.Row, *, processing_seconds: float | None = None) -> Transcription:

@@ -8,8 +8,8 @@ from telegram import Update
 from telegram.constants import ChatType
 from telegram.ext import ApplicationHandlerStop
 
-from bot import replies
-from bot.context import Context
+from bot.telegram import replies
+from bot.telegram.context import Context
 
 log = logging.getLogger(__name__)
 

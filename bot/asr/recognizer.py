@@ -1,0 +1,56 @@
+"""The recognizer seam: one protocol for every model family, and the factory that builds one.
+
+A `Recognizer` turns 16 kHz mono float32 audio into a `Transcription` for the given
+`TextOptions`. Which implementation runs is read from the checkpoint (its config), never
+from its name. Workers (local or remote) and the CLI build recognizers only through
+`build_recognizer`, so every backend gives the same text for the same options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from bot.asr.types import Progress, TextOptions, Transcription
+
+if TYPE_CHECKING:
+    from bot.asr.ctc.loading import LoadedModel
+
+
+@dataclass(frozen=True)
+class RecognizerConfig:
+    """How a recognizer runs (speed and memory), as opposed to what text it makes (`TextOptions`)."""
+
+    device: str = "auto"
+    compute_type: str = "float32"
+    batch_size: int = 1
+    compile: bool = False
+    cpu_kernels: str = "tuned"
+    chunk_seconds: float = 30.0
+    stride_seconds: float = 2.5
+    #: How often progress is reported (the bot edits its message less often than this).
+    progress_interval: float = 2.0
+
+
+class Recognizer(Protocol):
+    """What a worker needs from a loaded model."""
+
+    model_name: str
+    sampling_rate: int
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        options: TextOptions,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Transcription: ...
+
+
+def build_recognizer(loaded: LoadedModel, config: RecognizerConfig) -> Recognizer:
+    """The recognizer for a loaded checkpoint."""
+    raise NotImplementedError  # filled in with the CTC recognizer

@@ -1,0 +1,1 @@
+"""Running transcription jobs: the backend-neutral protocol and scheduler, and the backends."""
