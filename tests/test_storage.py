@@ -15,6 +15,7 @@ import pytest
 
 import bot.storage.db as storage_module
 from bot.asr.types import Transcription, TranscriptionOptions, Word
+from bot.telegram.render import snippet_html
 from bot.storage.db import (
     JobRequest,
     JobStatus,
@@ -502,7 +503,7 @@ async def test_search_ranks_repeated_terms_higher(storage: Storage) -> None:
     page = await storage.search(ALICE, "Pelican", chat_id=None, offset=0, limit=10)
     assert [hit.id for hit in page.items] == [twice, once] and page.total == 2
     assert page.items[0].score < page.items[1].score
-    assert page.items[0].snippet.count("<b>pelican</b>") == 2
+    assert snippet_html(page.items[0].snippet).count("<b>pelican</b>") == 2
 
 
 async def test_search_matching_rules(storage: Storage) -> None:
@@ -518,7 +519,7 @@ async def test_search_matching_rules(storage: Storage) -> None:
 async def test_search_snippet_is_escaped_html(storage: Storage) -> None:
     await add(storage, "if a < b & c > d then the otter <b>wins</b>", message_id=1)
     (hit,) = (await storage.search(ALICE, "otter", chat_id=None, offset=0, limit=5)).items
-    assert hit.snippet == "if a &lt; b &amp; c &gt; d then the <b>otter</b> &lt;b&gt;wins&lt;/b&gt;"
+    assert snippet_html(hit.snippet) == "if a &lt; b &amp; c &gt; d then the <b>otter</b> &lt;b&gt;wins&lt;/b&gt;"
     assert hit.text == "if a < b & c > d then the otter <b>wins</b>"  # raw, the caller escapes
 
 

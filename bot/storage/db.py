@@ -13,13 +13,12 @@ return frozen dataclasses, never `sqlite3.Row`, so callers cannot depend on colu
 layout and results are safe to pass between tasks.
 
 Times are UTC unix seconds (float). Text fields are returned raw, except
-`SearchHit.snippet`, which is ready-to-send Telegram HTML.
+`SearchHit.snippet`, whose matches are wrapped in `MARK_OPEN`/`MARK_CLOSE`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import logging
 import re
@@ -51,10 +50,9 @@ _READER_MMAP_BYTES = 256 * 1024 * 1024
 _PURGE_BATCH = 2000
 _MAX_QUERY_TERMS = 16
 _SNIPPET_TOKENS = 16
-# Snippet markers: control characters never produced by the ASR model, swapped for
-# <b>/</b> only after the text around them has been HTML-escaped.
-_MARK_OPEN, _MARK_CLOSE = "\x02", "\x03"
-_MARK_SPLIT = re.compile(f"([{_MARK_OPEN}{_MARK_CLOSE}])")
+#: Snippet markers around each match: control characters never produced by the ASR model,
+#: so a renderer can escape the text around them and then mark the matches its own way.
+MARK_OPEN, MARK_CLOSE = "\x02", "\x03"
 _WORD_CHAR = re.compile(r"\w")
 
 T = TypeVar("T")
@@ -150,8 +148,8 @@ class TranscriptSummary:
 class SearchHit(TranscriptSummary):
     """A search result.
 
-    `snippet` is Telegram-ready HTML: the matched text around the hits, HTML-escaped,
-    with the matched terms in <b>...</b>. `score` is bm25 (lower is a better match).
+    `snippet` is the matched text around the hits, raw, each matched term between
+    `MARK_OPEN` and `MARK_CLOSE`. `score` is bm25 (lower is a better match).
     """
 
     snippet: str
@@ -667,10 +665,10 @@ class Storage:
             " snippet(transcripts_fts, 0, ?, ?, '…', ?) AS snippet,"
             " bm25(transcripts_fts) AS score"
             f" {join} ORDER BY score, t.created_at DESC, t.id DESC LIMIT ? OFFSET ?",
-            (_MARK_OPEN, _MARK_CLOSE, _SNIPPET_TOKENS, match, *params, limit, offset),
+            (MARK_OPEN, MARK_CLOSE, _SNIPPET_TOKENS, match, *params, limit, offset),
         )
         hits = tuple(
-            SearchHit(**_summary_fields(row), snippet=_snippet_html(row["snippet"]), score=row["score"])
+            SearchHit(**_summary_fields(row), snippet=row["snippet"], score=row["score"])
             for row in rows
         )
         return Page(hits, int(total), offset, limit)
@@ -810,26 +808,6 @@ def fts_query(text: str) -> str | None:
         if len(phrases) == _MAX_QUERY_TERMS:
             break
     return " ".join(phrases) or None
-
-
-def _snippet_html(raw: str) -> str:
-    """Escape a snippet for Telegram HTML and turn the match markers into balanced <b> tags."""
-    parts: list[str] = []
-    bold = False
-    for piece in _MARK_SPLIT.split(raw):
-        if piece == _MARK_OPEN:
-            if not bold:
-                parts.append("<b>")
-                bold = True
-        elif piece == _MARK_CLOSE:
-            if bold:
-                parts.append("</b>")
-                bold = False
-        else:
-            parts.append(html.escape(piece, quote=False))
-    if bold:
-        parts.append("</b>")
-    return "".join(parts)
 
 
 # --- helpers -----------------------------------------------------------------------------

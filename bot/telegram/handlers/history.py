@@ -38,6 +38,7 @@ from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.telegram import replies
+from bot.telegram.render import snippet_html
 from bot.telegram.context import Context
 from bot.errors import format_duration
 from bot.asr.formats import build_cues, to_txt
@@ -449,7 +450,7 @@ def _render_search(page: Page[SearchHit], scope: Scope, text: str) -> str:
         header = _item_header(
             hit.id, hit.created_at, hit.chat_id, hit.chat_title, hit.duration, hit.forward_origin, scope
         )
-        lines.append(f"\n{html.escape(header)}\n{hit.snippet}")  # the snippet is HTML already
+        lines.append(f"\n{html.escape(header)}\n{snippet_html(hit.snippet)}")
     return "\n".join(lines)
 
 
