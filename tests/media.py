@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
+
+from bot.audio import decode
 
 __all__ = [
     "convert",
@@ -21,6 +24,7 @@ __all__ = [
     "make_tone",
     "make_video",
     "media_duration",
+    "probe",
     "synth_speech",
 ]
 
@@ -101,3 +105,8 @@ def media_duration(path: Path) -> float:
         text=True,
     )
     return float(done.stdout.strip())
+
+
+def probe(path: Path) -> decode.AudioInfo:
+    """What the decoder's own hardened ffprobe run reads from `path`'s container (its length, its format)."""
+    return decode._probe(path, deadline=time.monotonic() + 30, memory_mb=1024)

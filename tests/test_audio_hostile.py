@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.audio import decode as audio
-from bot.audio.decode import SAMPLE_RATE, decode_audio, probe
+from bot.audio.decode import SAMPLE_RATE, decode_audio, tool_argv
 from bot.errors import AudioDecodeError, AudioTooLongError
 from tests.conftest import exits_within
-from tests.media import ffmpeg, make_silence, make_tone, make_video
+from tests.media import ffmpeg, make_silence, make_tone, make_video, probe
 
 THREE_HOURS = 3 * 3600.0
 
@@ -252,8 +252,8 @@ def test_long_non_opus_file_is_refused_by_the_probe(
     with pytest.raises(AudioTooLongError) as caught:
         decode_audio(hour, max_seconds=1800)
     assert caught.value.duration == pytest.approx(3600)
-    assert sorted(Path(p.args[0]).name for p in audio_spawns) == ["ffmpeg", "ffprobe"]
-    [ffmpeg] = [p for p in audio_spawns if Path(p.args[0]).name == "ffmpeg"]
+    assert sorted(Path(tool_argv(p)[0]).name for p in audio_spawns) == ["ffmpeg", "ffprobe"]
+    [ffmpeg] = [p for p in audio_spawns if Path(tool_argv(p)[0]).name == "ffmpeg"]
     assert ffmpeg.returncode == -signal.SIGKILL
 
 
@@ -315,9 +315,12 @@ _LIMITS_REPORT = 'echo "as=$(ulimit -v) cpu=$(ulimit -t) fsize=$(ulimit -f) core
 
 
 def _fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
-    """PATH with only ffmpeg and ffprobe: shell scripts where `scripts` names one, the real tool otherwise."""
+    """PATH with only ffmpeg and ffprobe (and prlimit, which starts them): shell scripts where
+    `scripts` names one, the real tool otherwise."""
     directory = tmp_path / "bin"
     directory.mkdir()
+    if prlimit := shutil.which("prlimit"):
+        os.symlink(prlimit, directory / "prlimit")
     for name in ("ffmpeg", "ffprobe"):
         path = directory / name
         if name in scripts:
@@ -342,21 +345,29 @@ def test_timeout_kills_the_whole_process_group(
     assert exits_within(child, 2)
 
 
-@pytest.mark.parametrize("after_exec", [True, False], ids=["prlimit-after-exec", "preexec-fn"])
-def test_resource_limits_are_applied(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, after_exec: bool
+@pytest.mark.parametrize("via_prlimit", [True, False], ids=["prlimit-exec", "preexec-fn"])
+def test_resource_limits_hold_from_the_first_instruction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, via_prlimit: bool
 ) -> None:
-    """The child runs under RLIMIT_AS = memory_mb, RLIMIT_CPU ~ timeout, no file writes, no core dumps.
+    """The child runs under RLIMIT_AS = memory_mb, RLIMIT_CPU ~ timeout, no file writes, no core
+    dumps, from its very first instruction, before it can open the file, even when this process
+    is slow to get back to it after starting it (a busy worker): the fake reads its limits at once,
+    and any limit this process applied only after exec would come too late."""
+    if via_prlimit and shutil.which("prlimit") is None:
+        pytest.skip("no prlimit(1) on this machine")
+    if not via_prlimit:
+        real_which = shutil.which
+        monkeypatch.setattr(audio.shutil, "which", lambda name, *a, **k: None if name == "prlimit" else real_which(name, *a, **k))
+    real_popen = subprocess.Popen
 
-    On Linux the limits are set with prlimit right after exec (the real ffmpeg spends tens
-    of ms loading libraries before it reads anything; the fake waits 0.2 s to stand for
-    that); elsewhere a preexec_fn sets them before exec.
-    """
-    if after_exec and not audio._CAN_LIMIT_AFTER_EXEC:
-        pytest.skip("no prlimit on this platform")
-    monkeypatch.setattr(audio, "_CAN_LIMIT_AFTER_EXEC", after_exec)
+    def slow_to_return(*args, **kwargs):  # type: ignore[no-untyped-def]
+        proc = real_popen(*args, **kwargs)
+        time.sleep(0.3)  # the parent is busy elsewhere: the child already runs
+        return proc
+
+    monkeypatch.setattr(audio.subprocess, "Popen", slow_to_return)
     wav = make_tone(tmp_path / "a.wav", 0.5)
-    _fake_tools(tmp_path, monkeypatch, ffmpeg="exit 1\n", ffprobe="/bin/sleep 0.2\n" + _LIMITS_REPORT + "exit 1\n")
+    _fake_tools(tmp_path, monkeypatch, ffmpeg="exit 1\n", ffprobe=_LIMITS_REPORT + "exit 1\n")
     with caplog.at_level(logging.INFO, logger="bot.audio.decode"):
         assert_refused_with(wav, max_seconds=60, timeout=7.5, memory_mb=300)
     cpu = math.ceil(7.5) + 1
@@ -366,9 +377,8 @@ def test_resource_limits_are_applied(
 def test_resource_limits_are_applied_to_the_spare(
     voice_note: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The spare ffmpeg waits under the same limits as one started for a file (the fake reads
-    them after 0.2 s, as the real one would start decoding only after loading its libraries)."""
-    _fake_tools(tmp_path, monkeypatch, ffmpeg="/bin/sleep 0.2\n" + _LIMITS_REPORT + "/bin/cat >/dev/null\nexit 1\n")
+    """The spare ffmpeg waits under the same limits as one started for a file, from its start."""
+    _fake_tools(tmp_path, monkeypatch, ffmpeg=_LIMITS_REPORT + "/bin/cat >/dev/null\nexit 1\n")
     with caplog.at_level(logging.INFO, logger="bot.audio.decode"), \
             audio.AudioDecoder(max_seconds=60, timeout=7.5, memory_mb=300) as decoder:
         decoder.prepare()

@@ -130,7 +130,6 @@ class AudioInfo:
     """What a cheap probe of the container tells us, before any decoding."""
 
     duration: float  # seconds; 0.0 when the container does not say
-    has_audio: bool  # always True from probe(), which raises for a file without audio
     format_name: str
 
 
@@ -172,15 +171,6 @@ def check_ffmpeg() -> None:
     """
     _binary("ffmpeg")
     _binary("ffprobe")
-
-
-def probe(path: Path, *, timeout: float = 30.0) -> AudioInfo:
-    """Cheap ffprobe of container/stream metadata, no full decode.
-
-    Lets the caller refuse over-long recordings before spending CPU on them.
-    Raises AudioDecodeError if the file is not a media file or has no audio stream.
-    """
-    return _probe(path, deadline=time.monotonic() + timeout, memory_mb=_DEFAULT_MEMORY_MB)
 
 
 def decode_audio(
@@ -280,7 +270,7 @@ def _decode(
         first = None
         opus_seconds = opus_duration(path)
         if opus_seconds is not None:  # a voice note: its pages tell its length, no ffprobe needed
-            info = AudioInfo(duration=opus_seconds, has_audio=True, format_name="ogg")
+            info = AudioInfo(duration=opus_seconds, format_name="ogg")
         else:
             first = stack.enter_context(_started(one_pass, path, deadline=deadline, memory_mb=memory_mb))
             info = _probe(path, deadline=deadline, memory_mb=memory_mb)
@@ -471,7 +461,7 @@ def _parse_probe(raw: bytes | bytearray, path: Path) -> AudioInfo:
             user_message="This file has no audio track, so there is nothing to transcribe.",
         )
     duration = _seconds(fmt.get("duration")) or max(_seconds(s.get("duration")) for s in audio)
-    return AudioInfo(duration=duration, has_audio=True, format_name=str(fmt.get("format_name", "")))
+    return AudioInfo(duration=duration, format_name=str(fmt.get("format_name", "")))
 
 
 def _seconds(value: object) -> float:
@@ -549,24 +539,34 @@ def _started(argv: Sequence[str], path: Path, *, deadline: float, memory_mb: int
 
 
 def _spawn(argv: Sequence[str], *, cpu_seconds: float, memory_mb: int, stdin: int) -> subprocess.Popen[bytes]:
-    """Start ffmpeg/ffprobe in a process group of its own, under the resource limits."""
+    """Start ffmpeg/ffprobe in a process group of its own, already under the resource limits.
+
+    Where util-linux `prlimit` exists it sets the limits on itself and then execs the tool,
+    so they hold from the tool's first instruction, and this process (a model worker with
+    the weights mapped) is never fully forked: CPython starts `prlimit` with vfork. Elsewhere
+    a `preexec_fn` sets them between fork and exec.
+    """
     limits = _limits(cpu_seconds=cpu_seconds, memory_mb=memory_mb)
+    prlimit = shutil.which("prlimit")
+    command = [prlimit, *_prlimit_options(limits), "--", *argv] if prlimit else list(argv)
     try:
-        proc = subprocess.Popen(
-            argv,
+        return subprocess.Popen(
+            command,
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             close_fds=True,
             start_new_session=True,  # its own process group, so a kill takes its children too
-            preexec_fn=None if _CAN_LIMIT_AFTER_EXEC else partial(_apply_limits, limits),
+            preexec_fn=None if prlimit else partial(_apply_limits, limits),
         )
     except (FileNotFoundError, PermissionError) as exc:
         raise FFmpegMissingError(f"cannot run {argv[0]}: {exc}; {_INSTALL_HINT}") from exc
-    if _CAN_LIMIT_AFTER_EXEC:
-        with suppress(ProcessLookupError):  # it exited already: nothing left to limit
-            _apply_limits(limits, pid=proc.pid)
-    return proc
+
+
+def tool_argv(proc: subprocess.Popen[bytes]) -> list[str]:
+    """The ffmpeg/ffprobe command line of a process `_spawn` started (without the `prlimit` in front)."""
+    args = [str(arg) for arg in proc.args]  # type: ignore[union-attr]
+    return args[args.index("--") + 1 :] if "--" in args else args
 
 
 @contextmanager
@@ -596,14 +596,7 @@ def _output(
     try:
         return _collect(proc, deadline=deadline, into=into, feed=feed)
     except _Timeout as exc:
-        raise _timeout_error(Path(proc.args[0]).name, path, str(exc)) from None
-
-
-# A `preexec_fn` forces a full fork() of this process, whose page tables grow with the
-# model in memory: ~12 ms per ffmpeg from a 400 MB worker, more from a busy one. Without
-# it CPython uses vfork, and Linux lets us set the child's limits right after exec, while
-# ffmpeg is still inside the dynamic loader (tens of ms before it opens any input).
-_CAN_LIMIT_AFTER_EXEC = hasattr(resource, "prlimit")
+        raise _timeout_error(Path(tool_argv(proc)[0]).name, path, str(exc)) from None
 
 
 def _limits(*, cpu_seconds: float, memory_mb: int) -> list[tuple[int, tuple[int, int]]]:
@@ -627,17 +620,26 @@ def _limits(*, cpu_seconds: float, memory_mb: int) -> list[tuple[int, tuple[int,
     return limits
 
 
-def _apply_limits(limits: list[tuple[int, tuple[int, int]]], *, pid: int | None = None) -> None:
-    """Set `limits` on process `pid`, or, as a `preexec_fn`, on the child between fork and exec.
+#: prlimit(1)'s option for each limit `_limits` sets.
+_PRLIMIT_OPTIONS = {
+    resource.RLIMIT_AS: "--as", resource.RLIMIT_CPU: "--cpu",
+    resource.RLIMIT_FSIZE: "--fsize", resource.RLIMIT_CORE: "--core",
+}  # fmt: skip
 
-    In the child it only makes setrlimit calls (no imports, no locks taken), the least
-    that can go wrong in `preexec_fn` when the bot calls decode_audio from several threads.
+
+def _prlimit_options(limits: list[tuple[int, tuple[int, int]]]) -> list[str]:
+    """`limits` as prlimit(1) options (`--as=soft:hard` ...)."""
+    return [f"{_PRLIMIT_OPTIONS[kind]}={soft}:{hard}" for kind, (soft, hard) in limits]
+
+
+def _apply_limits(limits: list[tuple[int, tuple[int, int]]]) -> None:
+    """Set `limits` as a `preexec_fn`, in the child between fork and exec (where there is no prlimit(1)).
+
+    It only makes setrlimit calls (no imports, no locks taken), the least that can go wrong
+    in `preexec_fn` when the bot calls decode_audio from several threads.
     """
     for kind, values in limits:
-        if pid is None:
-            resource.setrlimit(kind, values)
-        else:
-            resource.prlimit(pid, kind, values)
+        resource.setrlimit(kind, values)
 
 
 def _collect(
