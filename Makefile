@@ -5,11 +5,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
-# The CPU-only wheel index: keeps pip from pulling several GB of CUDA packages.
-# GPU hosts: install their own CUDA build of torch $(TORCH_VERSION) into .venv first; it is kept.
+# PyTorch's CPU-only wheel index: keeps pip from pulling several GB of CUDA packages. torch alone
+# comes from there (--no-deps); its own dependencies come with the package install below, from
+# pip's default index. GPU hosts: install their own CUDA build of torch $(TORCH_VERSION) into .venv
+# first; it is kept.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup system-deps run test bench transcribe download-model clean
+.PHONY: setup system-deps run test lint bench transcribe download-model clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -26,12 +28,17 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || \
-	  $(BIN)/pip install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple
+	  $(BIN)/pip install -q --no-deps "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX)
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
 run: setup
 	$(BIN)/python -m bot run
+
+# Lint first: ruff over the code, mypy over the package (settings in pyproject.toml).
+lint: setup
+	$(BIN)/ruff check bot tests bench deploy
+	$(BIN)/mypy
 
 test: setup
 	$(BIN)/python -m pytest -q
