@@ -40,7 +40,7 @@ lint: setup
 	$(BIN)/ruff check bot tests bench deploy
 	$(BIN)/mypy
 
-test: setup
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

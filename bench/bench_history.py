@@ -1,8 +1,8 @@
 """How fast /history and /search answer for a heavy user.
 
 Builds a throw-away database with 100,000 transcripts for one user (spread over their
-private chat and two groups) plus others' transcripts, then times `Storage.history_page`
-and `Storage.search` through the real API. Each figure is the median of at least 20
+private chat and two groups) plus others' transcripts, then times `Transcripts.history_page`
+and `Search.find` through the real API. Each figure is the median of at least 20
 runs: single calls take from a fraction of a millisecond to tens of them, and one
 timing of that is mostly noise.
 
@@ -27,8 +27,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bot.asr.types import TranscriptionOptions
-from bot.storage.db import Storage
+from bot.asr.types import TextOptions, TranscriptionOptions
+from bot.storage import Storage
 
 HEAVY_USER = 1_000_001
 GROUPS = (-100_001, -100_002)
@@ -37,9 +37,11 @@ COMMON_WORD = "meeting"  # in about a third of the heavy user's transcripts
 RARE_WORD = "zeppelin"  # in about one in a thousand
 
 _VOCABULARY_SIZE = 3000
+_MODEL = "facebook/wav2vec2-base-960h"
 _OPTIONS_JSON = json.dumps(
     asdict(TranscriptionOptions(chunk_seconds=20.0, stride_seconds=2.5)), sort_keys=True
 )
+_TEXT_OPTIONS_KEY = TextOptions(model=_MODEL).cache_key()
 
 
 def _vocabulary(rng: random.Random) -> list[str]:
@@ -76,8 +78,9 @@ def _rows(n_heavy: int, n_others: int, start: float, rng: random.Random) -> Iter
             text.capitalize(),
             text.upper(),
             f"[{timed}]",
-            "facebook/wav2vec2-base-960h",
+            _MODEL,
             _OPTIONS_JSON,
+            _TEXT_OPTIONS_KEY,
             duration * 0.05,
             start + i * 30.0,
         )
@@ -97,8 +100,8 @@ def _bulk_insert(path: Path, n_heavy: int, n_others: int) -> None:
                              [(chat_id, f"Group {-chat_id}") for chat_id in GROUPS])
             conn.executemany(
                 "INSERT INTO transcripts (user_id, chat_id, message_id, forward_origin, file_unique_id,"
-                " duration, text, raw_text, words, model, options, processing_seconds, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " duration, text, raw_text, words, model, options, text_options_key, processing_seconds,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _rows(n_heavy, n_others, time.time() - (n_heavy + n_others) * 30.0, rng),
             )
         conn.execute("PRAGMA optimize")
@@ -118,33 +121,33 @@ async def _median_ms(call: Callable[[], Awaitable[Any]], runs: int) -> float:
 
 async def _measure(path: Path, n_heavy: int, runs: int, page_size: int) -> dict[str, float]:
     async with Storage.open(path) as storage:
-        first = await storage.history_page(HEAVY_USER, chat_id=None, offset=0, limit=page_size)
-        group = await storage.history_page(HEAVY_USER, chat_id=GROUPS[0], offset=0, limit=page_size)
-        common = await storage.search(HEAVY_USER, COMMON_WORD, chat_id=None, offset=0, limit=page_size)
+        first = await storage.transcripts.history_page(HEAVY_USER, chat_id=None, offset=0, limit=page_size)
+        group = await storage.transcripts.history_page(HEAVY_USER, chat_id=GROUPS[0], offset=0, limit=page_size)
+        common = await storage.search.find(HEAVY_USER, COMMON_WORD, chat_id=None, offset=0, limit=page_size)
         if first.total != n_heavy or len(first.items) != page_size:
             raise RuntimeError(f"bench database has {first.total} transcripts for the user, not {n_heavy}")
         deep_offset = first.total - page_size
         group_deep_offset = max(0, group.total - page_size)
         cases: dict[str, Callable[[], Awaitable[Any]]] = {
-            "history_first_page_ms": lambda: storage.history_page(
+            "history_first_page_ms": lambda: storage.transcripts.history_page(
                 HEAVY_USER, chat_id=None, offset=0, limit=page_size
             ),
-            "history_deep_page_ms": lambda: storage.history_page(
+            "history_deep_page_ms": lambda: storage.transcripts.history_page(
                 HEAVY_USER, chat_id=None, offset=deep_offset, limit=page_size
             ),
-            "history_group_page_ms": lambda: storage.history_page(
+            "history_group_page_ms": lambda: storage.transcripts.history_page(
                 HEAVY_USER, chat_id=GROUPS[0], offset=0, limit=page_size
             ),
-            "history_group_deep_page_ms": lambda: storage.history_page(
+            "history_group_deep_page_ms": lambda: storage.transcripts.history_page(
                 HEAVY_USER, chat_id=GROUPS[0], offset=group_deep_offset, limit=page_size
             ),
-            "search_rare_word_ms": lambda: storage.search(
+            "search_rare_word_ms": lambda: storage.search.find(
                 HEAVY_USER, RARE_WORD, chat_id=None, offset=0, limit=page_size
             ),
-            "search_common_word_ms": lambda: storage.search(
+            "search_common_word_ms": lambda: storage.search.find(
                 HEAVY_USER, COMMON_WORD, chat_id=None, offset=0, limit=page_size
             ),
-            "search_common_word_group_ms": lambda: storage.search(
+            "search_common_word_group_ms": lambda: storage.search.find(
                 HEAVY_USER, COMMON_WORD, chat_id=GROUPS[0], offset=0, limit=page_size
             ),
         }

@@ -18,6 +18,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,14 @@ from bench.common import IDLE_SECONDS, default_settings, native_bf16
 
 def _emit(payload: dict[str, Any]) -> None:
     print(json.dumps(payload), flush=True)
+
+
+def _request(model: str, path: str | Path) -> Any:
+    """A request for a file on this machine, as the bot's pipeline makes one."""
+    from bot.asr.types import TextOptions
+    from bot.execution.base import TranscriptionRequest
+
+    return TranscriptionRequest(audio=Path(path), options=TextOptions(model=model))
 
 
 def _decode(path: str | Path) -> Any:
@@ -47,12 +56,16 @@ Runner = Callable[[str], dict[str, Any]]
 def _ours(model: str) -> Runner:
     """Our engine with the default settings, as a worker runs it: decode, chunked transcription,
     then (untimed, like a worker going idle) a spare ffmpeg started for the next note."""
-    from bot.asr.ctc.recognizer import SpeechRecognizer
-    from bot.asr.ctc.loading import load_ctc_model
+    from bot.asr.loading import load_model
+    from bot.asr.recognizer import RecognizerConfig, build_recognizer
+    from bot.asr.types import TextOptions
     from bot.audio.decode import AudioDecoder
 
     settings = default_settings()
-    recognizer = SpeechRecognizer(load_ctc_model(model, attention=settings.asr_attention), device="cpu")
+    config = RecognizerConfig(device="cpu", chunk_seconds=settings.asr_chunk_seconds,
+                              stride_seconds=settings.asr_stride_seconds)
+    recognizer = build_recognizer(load_model(model, attention=settings.asr_attention), config)
+    options = TextOptions(model=model)
     decoder = AudioDecoder(max_seconds=settings.max_audio_seconds, timeout=settings.ffmpeg_timeout_seconds,
                            memory_mb=settings.ffmpeg_memory_mb)
 
@@ -60,8 +73,7 @@ def _ours(model: str) -> Runner:
         started = time.perf_counter()
         audio = decoder.decode(Path(path))
         decoded = time.perf_counter() - started
-        result = recognizer.transcribe(audio, chunk_seconds=settings.asr_chunk_seconds,
-                                       stride_seconds=settings.asr_stride_seconds)
+        result = recognizer.transcribe(audio, options)
         finished = time.perf_counter()
         decoder.prepare()
         return {"total": finished - started, "decode": decoded, "model": result.processing_seconds}
@@ -117,7 +129,7 @@ def task_cold_start(args: argparse.Namespace) -> None:
     parent launched us (`--t0`, epoch).
 
     Marks: script started (interpreter and harness up), imports done, model loaded
-    (load_ctc_model in the pool's parent, timed by wrapping it), worker ready (start()
+    (load_model in the pool's parent, timed by wrapping it), worker ready (start()
     returned), first 5 s note done.
     """
     marks = {"script_started": time.time() - args.t0}
@@ -127,25 +139,24 @@ def task_cold_start(args: argparse.Namespace) -> None:
     from bot.ops.startup_gc import collector_paused
 
     with collector_paused():  # as `python -m bot run` imports the bot
+        from bot.execution.factory import create_transcriber
         from bot.execution.local import pool as executor
 
     marks["imports"] = time.time() - args.t0
-    original_load = executor.load_ctc_model
+    original_load = executor.load_model
 
     def timed_load(*a: Any, **k: Any) -> Any:
         loaded = original_load(*a, **k)
         marks["model_loaded"] = time.time() - args.t0
         return loaded
 
-    executor.load_ctc_model = timed_load  # instrumentation only: the pool calls it by module name
+    executor.load_model = timed_load  # instrumentation only: the pool calls it by module name
 
     async def main() -> None:
-        pool = executor.ProcessPoolTranscriber(
-            executor.EngineConfig.from_settings(default_settings(asr_model=args.model, asr_workers=1)), workers=1
-        )
+        pool = create_transcriber(default_settings(asr_model=args.model, asr_workers=1))
         await pool.start()
         marks["worker_ready"] = time.time() - args.t0
-        await pool.transcribe(Path(args.file))
+        await pool.transcribe(_request(args.model, args.file))
         marks["first_result"] = time.time() - args.t0
         await pool.shutdown()
 
@@ -187,13 +198,12 @@ def task_memory(args: argparse.Namespace) -> None:
     """
     import psutil
 
-    from bot.execution.local.pool import EngineConfig, ProcessPoolTranscriber
+    from bot.execution.factory import create_transcriber
 
     async def main() -> list[dict[str, Any]]:
-        settings = default_settings(asr_model=args.model, asr_workers=args.workers)
-        pool = ProcessPoolTranscriber(EngineConfig.from_settings(settings), workers=args.workers)
+        pool = create_transcriber(default_settings(asr_model=args.model, asr_workers=args.workers))
         await pool.start()
-        await asyncio.gather(*(pool.transcribe(Path(args.file), owner=i) for i in range(args.workers)))
+        await asyncio.gather(*(pool.transcribe(_request(args.model, args.file), owner=i) for i in range(args.workers)))
         me = psutil.Process()
         rows = _memory_of([me, *me.children(recursive=True)], me.pid)
         await pool.shutdown()
@@ -215,19 +225,20 @@ def task_throughput(args: argparse.Namespace) -> None:
     Pool start-up is excluded; one short job per worker first warms each worker's
     kernels, as a bot that has served a message would be.
     """
-    from bot.execution.local.pool import EngineConfig, ProcessPoolTranscriber
+    from bot.execution.factory import create_transcriber
 
     notes = json.loads(Path(args.notes).read_text())
 
     async def main() -> dict[str, Any]:
         settings = default_settings(asr_model=args.model, asr_workers=args.workers,
                                     asr_threads_per_worker=args.threads)
-        pool = ProcessPoolTranscriber(EngineConfig.from_settings(settings), workers=args.workers)
+        pool = create_transcriber(settings)
         await pool.start()
-        await asyncio.gather(*(pool.transcribe(Path(args.warmup), owner=i) for i in range(args.workers)))
+        await asyncio.gather(*(pool.transcribe(_request(args.model, args.warmup), owner=i)
+                               for i in range(args.workers)))
 
         async def job(index: int, path: str, submitted: float) -> dict[str, Any]:
-            result = await pool.submit(Path(path), owner=index).result()
+            result = await pool.submit(_request(args.model, path), owner=index).result()
             return {"latency": time.perf_counter() - submitted, "duration": result.duration,
                     "model": result.processing_seconds, "decode": result.decode_seconds}
 
@@ -246,25 +257,30 @@ def task_throughput(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------
 
 
-def _transcribe_ids(recognizer: Any, audio: Any, chunk: float, stride: float) -> tuple[Any, Any]:
+def _transcribe_ids(recognizer: Any, audio: Any, options: Any) -> tuple[Any, Any]:
     """Transcribe and also return the argmax ids of every kept frame.
 
-    The engine does not expose its frame ids, so its `_decode` (which receives all of
-    them at once) is wrapped on this instance for the call; the timed path is unchanged.
+    The engine does not expose its frame ids, so for this call the greedy decoder is one
+    that also keeps the chunks' ids it is given to decode; the timed path is unchanged.
     """
-    captured: dict[str, Any] = {}
-    original = recognizer._decode
+    import numpy as np
 
-    def capture(ids: Any) -> Any:
-        captured["ids"] = ids
-        return original(ids)
+    from bot.asr.ctc import decoders
 
-    recognizer._decode = capture
+    captured: list[Any] = []
+
+    class Capturing(decoders.GreedyDecoder):
+        def decode(self, frames: Any) -> Any:
+            captured.extend(frames)
+            return super().decode(frames)
+
+    registered = decoders.DECODERS
+    decoders.DECODERS = {**registered, "greedy": Capturing}
     try:
-        result = recognizer.transcribe(audio, chunk_seconds=chunk, stride_seconds=stride)
+        result = recognizer.transcribe(audio, options)
     finally:
-        del recognizer._decode
-    return result, captured["ids"]
+        decoders.DECODERS = registered
+    return result, np.concatenate(captured) if captured else np.zeros(0, dtype=np.int64)
 
 
 def _agreement(ids: Any, reference: Any) -> float:
@@ -314,26 +330,36 @@ def task_variants(args: argparse.Namespace) -> None:
     its time against the mean of the default runs on either side of it: on a shared
     machine the load changes from minute to minute, and only neighbours see the same.
     """
+    import dataclasses
+
     import torch
 
-    from bot.asr.ctc.recognizer import SpeechRecognizer
-    from bot.asr.ctc.loading import load_ctc_model
+    from bot.asr.loading import load_model
+    from bot.asr.recognizer import RecognizerConfig, build_recognizer
+    from bot.asr.types import TextOptions
 
     settings = default_settings()
     chunk0, stride0 = settings.asr_chunk_seconds, settings.asr_stride_seconds
+    options = TextOptions(model=args.model)
+    base = RecognizerConfig(device="cpu", cpu_kernels=settings.asr_cpu_kernels, chunk_seconds=chunk0,
+                            stride_seconds=stride0)
     support = _cpu_support()
     audio = _decode(args.file)
     duration = len(audio) / 16000
     warmup = audio[: int((chunk0 * 2 - stride0 * 2) * 16000)]
 
-    def recognizer(attention: str = "sdpa", compute_type: str = "float32", compile: bool = False,
-                   cpu_kernels: str = settings.asr_cpu_kernels) -> Any:
-        return SpeechRecognizer(load_ctc_model(args.model, attention=attention), device="cpu",
-                                compute_type=compute_type, compile=compile, cpu_kernels=cpu_kernels)
+    def recognizer(attention: str = "sdpa", **config: Any) -> Any:
+        return build_recognizer(load_model(args.model, attention=attention), dataclasses.replace(base, **config))
 
-    default = recognizer()
-    default.transcribe(warmup, chunk_seconds=chunk0, stride_seconds=stride0)
-    first, reference_ids = _transcribe_ids(default, audio, chunk0, stride0)
+    default_model = load_model(args.model)
+    default = build_recognizer(default_model, base)
+
+    def chunked(chunk: float, stride: float) -> Any:
+        """The default recognizer's model (float32, shared as is) with other chunking."""
+        return build_recognizer(default_model, dataclasses.replace(base, chunk_seconds=chunk, stride_seconds=stride))
+
+    default.transcribe(warmup, options)
+    first, reference_ids = _transcribe_ids(default, audio, options)
     reference: dict[str, Any] = {"ids": reference_ids, "text": first.raw_text}
     default_times = [first.processing_seconds]
     results: list[dict[str, Any]] = [{
@@ -342,22 +368,22 @@ def task_variants(args: argparse.Namespace) -> None:
         "same_text": True,
     }]
 
-    def measure(name: str, make: Callable[[], Any], *, chunk: float = chunk0, stride: float = stride0,
-                threads: int = args.threads, one_pass: bool = False) -> None:
+    def measure(name: str, make: Callable[[], Any], *, threads: int = args.threads, one_pass: bool = False) -> None:
         """Build the variant's recognizer (dropped again afterwards), warm it up, time it."""
         torch.set_num_threads(threads)
         with warnings.catch_warnings(record=True) as caught:  # deprecations are findings here
             warnings.simplefilter("always")
             rec = make()
             started = time.perf_counter()
-            rec.transcribe(warmup, chunk_seconds=min(chunk, len(warmup) / 16000), stride_seconds=stride)
+            rec.transcribe(warmup, options)  # a chunk longer than the warm-up is one chunk of its length
             first_call = time.perf_counter() - started
+        chunk, stride = rec.config.chunk_seconds, rec.config.stride_seconds
         times, speedups = [], []
         for _ in range(args.reps):
             torch.set_num_threads(threads)
-            result, ids = _transcribe_ids(rec, audio, chunk, stride)
+            result, ids = _transcribe_ids(rec, audio, options)
             torch.set_num_threads(args.threads)
-            after = default.transcribe(audio, chunk_seconds=chunk0, stride_seconds=stride0).processing_seconds
+            after = default.transcribe(audio, options).processing_seconds
             times.append(result.processing_seconds)
             speedups.append((default_times[-1] + after) / 2 / result.processing_seconds)
             default_times.append(after)
@@ -377,7 +403,7 @@ def task_variants(args: argparse.Namespace) -> None:
     # (minutes of compiling on 2 cores) and the one-pass reference only run in full.
     if not args.quick:
         # The whole file in one pass (what the seed does): the reference for chunking's effect.
-        measure("one pass (no chunking)", lambda: default, chunk=duration + 1.0, stride=0.0, one_pass=True)
+        measure("one pass (no chunking)", lambda: chunked(duration + 1.0, 0.0), one_pass=True)
     measure("cpu kernels stock (transformers as is)", lambda: recognizer(cpu_kernels="stock"))
     measure("attention eager", lambda: recognizer(attention="eager"))
     # Without native bf16 (AVX512-BF16 or AMX) torch emulates it: 0.04x the default's speed on a
@@ -391,7 +417,7 @@ def task_variants(args: argparse.Namespace) -> None:
         if bf16:
             measure("bfloat16 + torch.compile", lambda: recognizer(compute_type="bfloat16", compile=True))
     for chunk, stride in _chunkings(chunk0, stride0, quick=args.quick):
-        measure(f"chunk {chunk:g} s / stride {stride:.2f} s", lambda: default, chunk=chunk, stride=stride)
+        measure(f"chunk {chunk:g} s / stride {stride:.2f} s", partial(chunked, chunk, stride))
     for threads in (1,) if args.quick else (1, 2 * args.threads):
         measure(f"threads {threads}", lambda: default, threads=threads)
     if "one_pass_ids" in reference:

@@ -1,6 +1,6 @@
 """Cold start: from launching a process to its first worker being ready.
 
-A fresh child starts a one-worker ProcessPoolTranscriber and reports, in seconds since
+A fresh child starts a one-worker transcriber (local backend) and reports, in seconds since
 it was launched: interpreter up, imports done, model loaded, worker ready, and the
 first 5-second note transcribed. This is the wait after a restart or a deploy.
 """

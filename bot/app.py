@@ -16,18 +16,18 @@ from urllib.parse import urlparse
 
 from telegram import Update
 from telegram.error import TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
+from telegram.ext import Application, ApplicationBuilder, ContextTypes
 
-from bot.telegram import handlers
-from bot.ops import metrics
 from bot.audio.decode import check_ffmpeg
-from bot.telegram.context import BotData, Context
-from bot.execution.local.pool import EngineConfig, ProcessPoolTranscriber
+from bot.execution.factory import create_transcriber
+from bot.ops import metrics
 from bot.ops.health import HealthServer
 from bot.ops.logs import setup_logging
-from bot.telegram.pipeline import TranscriptionPipeline
 from bot.settings import Settings
-from bot.storage.db import Storage
+from bot.storage import Storage
+from bot.telegram import delivery, handlers
+from bot.telegram.context import BotData, Context
+from bot.telegram.pipeline import TranscriptionPipeline
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,12 @@ PING_INTERVAL_SECONDS = 60.0
 PURGE_INTERVAL_SECONDS = 3600.0
 
 
-def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
+def build_application(settings: Settings) -> Application:
     """Wire settings, handlers and lifecycle hooks into a PTB Application."""
     assert settings.telegram_bot_token is not None
     health: list[HealthServer] = []
 
-    async def post_init(application: Application) -> None:  # type: ignore[type-arg]
+    async def post_init(application: Application) -> None:
         data: BotData = application.bot_data
         data.settings = settings
         if settings.metrics_port is not None:
@@ -54,13 +54,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
             await server.start()
             health.append(server)
         data.storage = await Storage.open(settings.database_path)
-        data.transcriber = ProcessPoolTranscriber(
-            EngineConfig.from_settings(settings),
-            workers=settings.asr_workers,
-            queue_size=settings.asr_queue_size,
-            job_timeout=settings.asr_job_timeout_seconds,
-            on_worker_restart=metrics.WORKER_RESTARTS.inc,
-        )
+        data.transcriber = create_transcriber(settings, on_worker_restart=metrics.WORKER_RESTARTS.inc)
         await data.transcriber.start()
         metrics.WORKERS_READY.set(data.transcriber.ready_workers)
         data.pipeline = TranscriptionPipeline(
@@ -68,7 +62,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         )
         await application.bot.set_my_commands(handlers.COMMANDS)
         data.telegram_ok_at = time.monotonic()
-        unfinished = await data.storage.unfinished_jobs()
+        unfinished = await data.storage.jobs.unfinished()
         if unfinished:
             log.info("resuming %d unfinished jobs", len(unfinished))
         data.pipeline.resume(unfinished)
@@ -80,7 +74,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
             queue.run_repeating(_purge_old, PURGE_INTERVAL_SECONDS, first=10)
         log.info("ready: %d workers, model %s", data.transcriber.ready_workers, settings.asr_model)
 
-    async def post_stop(application: Application) -> None:  # type: ignore[type-arg]
+    async def post_stop(application: Application) -> None:
         """Updates have stopped: let running jobs finish (or keep them for the next start)."""
         data: BotData = application.bot_data
         if hasattr(data, "pipeline"):
@@ -90,7 +84,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         if hasattr(data, "pipeline"):
             await data.pipeline.drain()
 
-    async def post_shutdown(application: Application) -> None:  # type: ignore[type-arg]
+    async def post_shutdown(application: Application) -> None:
         data: BotData = application.bot_data
         if hasattr(data, "transcriber"):
             # Already done by post_stop unless start-up failed half-way; then this stops the workers.
@@ -109,7 +103,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .local_mode(settings.telegram_local_mode)
         .context_types(ContextTypes(bot_data=BotData))
         .concurrent_updates(64)
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        .rate_limiter(delivery.rate_limiter())  # the one owner of flood-wait retries
         .connect_timeout(10)
         .read_timeout(30)
         .write_timeout(60)
@@ -173,6 +167,7 @@ async def _ping_telegram(context: Context) -> None:
 
 
 async def _purge_old(context: Context) -> None:
-    removed = await context.bot_data.storage.purge_older_than(context.bot_data.settings.history_retention_days)
+    days = context.bot_data.settings.history_retention_days
+    removed = await context.bot_data.storage.transcripts.purge_older_than(days)
     if removed:
-        log.info("retention: deleted %d transcripts older than %d days", removed, context.bot_data.settings.history_retention_days)
+        log.info("retention: deleted %d transcripts older than %d days", removed, days)

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.errors import VoiceBotError
-from bot.settings import Settings, SettingsError, load_settings
 from bot.ops.startup_gc import collector_paused
+from bot.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:  # heavy (torch); imported where used, after the settings are known to be valid
     import numpy as np
 
-    from bot.asr.ctc.recognizer import SpeechRecognizer
+    from bot.asr.recognizer import Recognizer
 
 EXIT_BAD_INPUT = 1
 EXIT_BAD_CONFIG = 2
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="one JSON object per file (text, words, timing)")
     output.add_argument("--words", action="store_true", help="one line per word: start end word")
     output.add_argument("--srt", action="store_true", help="SubRip subtitles from the word times")
-    transcribe.add_argument("--raw", action="store_true", help="print the model's raw text (no sentence case)")
+    transcribe.add_argument("--raw", action="store_true", help="print the model's raw text (before post-processing)")
     commands.add_parser("download-model", help="fetch ASR_MODEL into the Hugging Face cache for offline use")
     return parser
 
@@ -102,11 +102,11 @@ def _run(settings: Settings) -> int:
 
 
 def _download(settings: Settings) -> int:
-    from bot.asr.ctc.loading import download_model, load_ctc_model
+    from bot.asr.loading import download_model, load_model
 
     try:
         path = download_model(settings.asr_model)
-        load_ctc_model(str(path), attention=settings.asr_attention)
+        load_model(str(path), attention=settings.asr_attention)
     except Exception as exc:  # noqa: BLE001 - one line for any download failure
         print(f"error: could not download ASR_MODEL={settings.asr_model!r}: {exc}".splitlines()[0], file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -123,25 +123,22 @@ def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
     # loads (ffmpeg runs on the other core), each next one while the model runs. That
     # hides ffmpeg's start-up too, so no spare ffmpeg (AudioDecoder) is kept here.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as decoding:
-        decode_ahead = partial(decoding.submit, _timed_decode, decode)
+        def decode_ahead(path: Path) -> Future[tuple[np.ndarray, float]]:
+            return decoding.submit(_timed_decode, decode, path)
+
         try:
             check_ffmpeg()
             first = decode_ahead(args.files[0])
             with collector_paused():
                 import torch
 
-                from bot.asr.ctc.recognizer import SpeechRecognizer
-                from bot.asr.ctc.loading import load_ctc_model
+                from bot.asr.loading import load_model
+                from bot.asr.recognizer import build_recognizer
+                from bot.execution.config import EngineConfig
 
                 torch.set_num_threads(settings.asr_threads_per_worker or torch.get_num_threads())
-                recognizer = SpeechRecognizer(
-                    load_ctc_model(settings.asr_model, attention=settings.asr_attention),
-                    device=settings.asr_device,
-                    compute_type=settings.asr_compute_type,
-                    batch_size=settings.asr_batch_size,
-                    compile=settings.asr_compile,
-                    cpu_kernels=settings.asr_cpu_kernels,
-                )
+                config = EngineConfig.from_settings(settings)
+                recognizer = build_recognizer(load_model(config.model, attention=config.attention), config.recognizer)
         except VoiceBotError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_CONFIG
@@ -155,11 +152,13 @@ def _timed_decode(decode: Callable[[Path], np.ndarray], path: Path) -> tuple[np.
     return audio, time.perf_counter() - started
 
 
-def _transcribe_files(recognizer: SpeechRecognizer, decode_ahead: Callable[[Path], Future[tuple[np.ndarray, float]]],
+def _transcribe_files(recognizer: Recognizer, decode_ahead: Callable[[Path], Future[tuple[np.ndarray, float]]],
                       first: Future[tuple[np.ndarray, float]], settings: Settings, args: argparse.Namespace) -> int:
     """Print each file's transcript; a file that cannot be read is reported and skipped."""
     from bot.asr.formats import to_srt
+    from bot.asr.types import TextOptions
 
+    options = TextOptions(model=settings.asr_model)
     status = 0
     pending = first
     for index, path in enumerate(args.files):
@@ -168,9 +167,7 @@ def _transcribe_files(recognizer: SpeechRecognizer, decode_ahead: Callable[[Path
             pending = decode_ahead(args.files[index + 1])
         try:
             audio, decoded = current.result()
-            result = recognizer.transcribe(
-                audio, chunk_seconds=settings.asr_chunk_seconds, stride_seconds=settings.asr_stride_seconds
-            )
+            result = recognizer.transcribe(audio, options)
             result = dataclasses.replace(result, decode_seconds=decoded)
         except VoiceBotError as exc:
             print(f"error: {path}: {exc.user_message}", file=sys.stderr)

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     asr_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the model runs: auto (CUDA when available), cpu or cuda."
     )
+    asr_backend: Literal["local"] = Field(
+        default="local",
+        description="Where the model workers run: local (worker processes on this machine, the only backend so far).",
+    )
     asr_workers: int = Field(default=1, ge=1, le=64, description="Model worker processes.")
     asr_threads_per_worker: int = Field(
         default=0, ge=0, le=256, description="torch threads per worker; 0 = CPU cores divided by workers."

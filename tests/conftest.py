@@ -12,19 +12,21 @@ import os
 # (set before transformers/huggingface_hub read it at import; bot subprocesses inherit it).
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import asyncio  # noqa: E402
+import asyncio
 import signal as signals
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from bot.asr.ctc.recognizer import SpeechRecognizer
-from bot.asr.ctc.loading import load_ctc_model
+from bot.asr.loading import load_model
+from bot.asr.recognizer import Recognizer, RecognizerConfig, build_recognizer
+from bot.asr.types import TextOptions
 from bot.audio import decode as audio
 from bot.audio.decode import decode_audio
 from tests.fake_telegram import FakeTelegram, SentMessage
@@ -45,9 +47,24 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def recognizer(tiny_model: Path) -> SpeechRecognizer:
-    """The engine on the tiny model, loaded through the production code path."""
-    return SpeechRecognizer(load_ctc_model(str(tiny_model)), device="cpu")
+def make_recognizer(tiny_model: Path) -> Callable[..., Recognizer]:
+    """Recognizers on the tiny model by their settings (`RecognizerConfig` fields, on the CPU),
+    loaded and built through the production code path, each once per session."""
+    built: dict[RecognizerConfig, Recognizer] = {}
+
+    def make(**settings: Any) -> Recognizer:
+        config = RecognizerConfig(device="cpu", **settings)
+        if config not in built:  # a model of its own: int8 and bfloat16 convert it, tuned kernels patch it
+            built[config] = build_recognizer(load_model(str(tiny_model)), config)
+        return built[config]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def recognizer(make_recognizer: Callable[..., Recognizer]) -> Recognizer:
+    """The engine on the tiny model as the end-to-end tests' bot runs it (their chunking)."""
+    return make_recognizer(chunk_seconds=E2E_CHUNK_SECONDS, stride_seconds=E2E_STRIDE_SECONDS)
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +75,10 @@ def speech_ogg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return convert(wav, directory / "speech.ogg", "-c:a", "libopus", "-b:a", "24k", "-ar", "48000")
 
 
-def engine_text(recognizer: SpeechRecognizer, path: Path, *, chunk: float = E2E_CHUNK_SECONDS,
-                stride: float = E2E_STRIDE_SECONDS) -> str:
-    """What the engine makes of a file, decoded as the bot decodes it: the expected reply."""
+def engine_text(recognizer: Recognizer, path: Path) -> str:
+    """What the engine makes of a file, decoded as the bot decodes it, with the default options: the expected reply."""
     audio: np.ndarray = decode_audio(path, max_seconds=3600)
-    return recognizer.transcribe(audio, chunk_seconds=chunk, stride_seconds=stride).text
+    return recognizer.transcribe(audio, TextOptions(model=recognizer.model_name)).text
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ downloads, local-mode file paths, error bodies); only an HTTP server exercises t
 
 Usage from pytest-asyncio (the server runs on the test's event loop)::
 
-    async with FakeTelegram() as tg:          # or the `fake_telegram` fixture
+    async with FakeTelegram() as tg:          # or the `telegram` fixture (tests/conftest.py)
         voice = tg.add_file(ogg_bytes)
         tg.send_voice(42, 42, voice, duration=3)
         ...start the bot with tg.env() / tg.bot_kwargs()...
@@ -42,13 +42,12 @@ import mimetypes
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
-import pytest_asyncio
 from aiohttp import web
 
 __all__ = [
@@ -62,7 +61,6 @@ __all__ = [
     "SentDocument",
     "SentMessage",
     "UploadedFile",
-    "fake_telegram",
 ]
 
 JSON = dict[str, Any]
@@ -508,7 +506,7 @@ def _on_server_loop(method: Callable[Concatenate[FakeTelegram, P], R]) -> Callab
         def run() -> None:
             try:
                 future.set_result(method(self, *args, **kwargs))
-            except BaseException as exc:  # handed to the calling thread
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
                 future.set_exception(exc)
 
         loop.call_soon_threadsafe(run)
@@ -1664,10 +1662,3 @@ class FakeTelegram:
             lines.append(f"  chat {sent.chat_id} #{sent.message_id}{state}: {sent.text or sent.caption!r}")
         lines.append(f"Unconfirmed updates: {len(self.pending_updates())}")
         return "\n".join(lines)
-
-
-@pytest_asyncio.fixture
-async def fake_telegram() -> AsyncIterator[FakeTelegram]:
-    """A running FakeTelegram on the test's event loop (import it into a conftest)."""
-    async with FakeTelegram() as server:
-        yield server

@@ -2,7 +2,7 @@
 
 The Hugging Face hub is out of reach in tests, so we build a model with the real
 32-symbol vocabulary of facebook/wav2vec2-base-960h, save it with `save_pretrained`,
-and load it back through the production code path (`bot.asr.ctc.loading`). `base` has the
+and load it back through the production code path (`bot.asr.loading`). `base` has the
 full wav2vec2-base architecture (the same compute as the real model) for benchmarks;
 `tiny` keeps the same conv front end (320 samples per frame) with a very small encoder.
 """

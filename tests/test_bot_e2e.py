@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.asr.ctc.recognizer import SpeechRecognizer
+from bot.asr.recognizer import Recognizer
 from tests.conftest import BotProcess, engine_text, final_replies, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram
 from tests.media import ffmpeg
@@ -23,7 +23,7 @@ GROUP = -100200300
 
 
 async def test_private_voice_note_gets_its_transcript_as_a_reply(
-    telegram: FakeTelegram, start_bot, speech_ogg: Path, recognizer: SpeechRecognizer
+    telegram: FakeTelegram, start_bot, speech_ogg: Path, recognizer: Recognizer
 ) -> None:
     bot: BotProcess = start_bot()
     await wait_ready(telegram, bot)
@@ -42,7 +42,7 @@ async def test_private_voice_note_gets_its_transcript_as_a_reply(
 
 
 async def test_forwarded_group_and_transcribe_reply(
-    telegram: FakeTelegram, start_bot, speech_ogg: Path, recognizer: SpeechRecognizer, tmp_path: Path
+    telegram: FakeTelegram, start_bot, speech_ogg: Path, recognizer: Recognizer, tmp_path: Path
 ) -> None:
     bot = start_bot()
     await wait_ready(telegram, bot)
@@ -93,7 +93,7 @@ async def test_auto_off_by_group_admin(telegram: FakeTelegram, start_bot, speech
 
 
 async def test_long_transcript_is_split_then_sent_as_file(
-    telegram: FakeTelegram, start_bot, speech_ogg: Path, recognizer: SpeechRecognizer, tmp_path: Path
+    telegram: FakeTelegram, start_bot, speech_ogg: Path, recognizer: Recognizer, tmp_path: Path
 ) -> None:
     long_ogg = tmp_path / "long.ogg"
     ffmpeg("-stream_loop", "40", "-i", str(speech_ogg), "-c:a", "libopus", "-b:a", "16k", str(long_ogg))
@@ -144,7 +144,7 @@ async def test_corrupt_and_non_audio_inputs(telegram: FakeTelegram, start_bot) -
 
 
 async def test_ten_voice_notes_from_five_chats_at_once(
-    telegram: FakeTelegram, start_bot, speech_ogg: Path, recognizer: SpeechRecognizer
+    telegram: FakeTelegram, start_bot, speech_ogg: Path, recognizer: Recognizer
 ) -> None:
     bot = start_bot(ASR_WORKERS="2")
     await wait_ready(telegram, bot)

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from bot.asr.ctc.recognizer import SpeechRecognizer
-from tests.conftest import REPO, engine_text
+from bot.asr.recognizer import Recognizer
+from tests.conftest import E2E_CHUNK_SECONDS, E2E_STRIDE_SECONDS, REPO, engine_text
 
 pytestmark = pytest.mark.slow
 
 
 def cli_environment(model: Path, **env: str) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("ASR_", "TELEGRAM_"))}
-    environment.update({"ASR_MODEL": str(model), "ASR_CHUNK_SECONDS": "4", "ASR_STRIDE_SECONDS": "1", **env})
+    environment.update({"ASR_MODEL": str(model), "ASR_CHUNK_SECONDS": str(E2E_CHUNK_SECONDS),
+                        "ASR_STRIDE_SECONDS": str(E2E_STRIDE_SECONDS), **env})
     return environment
 
 
@@ -27,10 +28,10 @@ def run_cli(*args: str, model: Path, **env: str) -> subprocess.CompletedProcess[
                           capture_output=True, text=True, timeout=300)
 
 
-def test_transcribe_prints_the_transcript(tiny_model: Path, speech_ogg: Path, recognizer: SpeechRecognizer) -> None:
+def test_transcribe_prints_the_transcript(tiny_model: Path, speech_ogg: Path, recognizer: Recognizer) -> None:
     done = run_cli("transcribe", str(speech_ogg), model=tiny_model)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == engine_text(recognizer, speech_ogg, chunk=4, stride=1)
+    assert done.stdout.strip() == engine_text(recognizer, speech_ogg)  # the same chunking
     assert done.stderr == ""  # no progress bars or warnings around the transcript
 
 

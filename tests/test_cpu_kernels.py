@@ -9,7 +9,7 @@ normalised over time) and "layer" (wav2vec2-large / XLS-R, every frame normalise
 from __future__ import annotations
 
 import copy
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -18,8 +18,9 @@ from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from bot.asr.ctc.cpu_kernels import BLOCK_FRAMES, _first_layer_norm, receptive_field, tune_for_cpu
-from bot.asr.ctc.recognizer import SpeechRecognizer
-from bot.asr.ctc.loading import load_ctc_model
+from bot.asr.ctc.recognizer import CTCRecognizer
+from bot.asr.recognizer import Recognizer
+from bot.asr.types import TextOptions
 from bot.audio.decode import decode_audio
 from tests.conftest import CORPUS
 from tests.model_factory import VOCAB_960H
@@ -104,28 +105,28 @@ def test_input_shorter_than_one_frame_fails_like_stock() -> None:
     assert str(tuned_error.value) == str(stock_error.value)
 
 
-def test_setting_chooses_the_forward_paths(tiny_model: Path) -> None:
-    tuned = SpeechRecognizer(load_ctc_model(str(tiny_model)), device="cpu", cpu_kernels="tuned")
-    stock = SpeechRecognizer(load_ctc_model(str(tiny_model)), device="cpu", cpu_kernels="stock")
+def test_setting_chooses_the_forward_paths(make_recognizer: Callable[..., Recognizer]) -> None:
+    tuned, stock = make_recognizer(cpu_kernels="tuned"), make_recognizer(cpu_kernels="stock")
+    assert isinstance(tuned, CTCRecognizer) and isinstance(stock, CTCRecognizer)
     linears = [m for m in tuned.model.modules() if type(m) is nn.Linear]
     assert linears and all("forward" in m.__dict__ for m in linears)
     assert "forward" in tuned.model.wav2vec2.feature_extractor.__dict__
     assert not any("forward" in m.__dict__ for m in stock.model.modules())
     audio = _speechlike(1, 16_000, seed=5).numpy()[0]
-    assert tuned.transcribe(audio, chunk_seconds=30, stride_seconds=2.5).options.cpu_kernels == "tuned"
-    assert stock.transcribe(audio, chunk_seconds=30, stride_seconds=2.5).options.cpu_kernels == "stock"
+    assert tuned.transcribe(audio, TextOptions(model=tuned.model_name)).options.cpu_kernels == "tuned"
+    assert stock.transcribe(audio, TextOptions(model=stock.model_name)).options.cpu_kernels == "stock"
 
 
 @pytest.mark.parametrize("compute_type", ["float32", "int8"])
-def test_real_speech_same_transcript_tuned_and_stock(tiny_model: Path, compute_type: str) -> None:
+def test_real_speech_same_transcript_tuned_and_stock(make_recognizer: Callable[..., Recognizer],
+                                                      compute_type: str) -> None:
     names = ["jfk.wav", "ldc93s1.wav", "lj_LJ001-0001.flac"]
     if not all((CORPUS / name).exists() for name in names):
         pytest.skip("../shared/corpus is not available")
     audio = np.concatenate([decode_audio(CORPUS / name, max_seconds=600) for name in names])
     texts = {}
     for kernels in ("tuned", "stock"):
-        recognizer = SpeechRecognizer(load_ctc_model(str(tiny_model)), device="cpu", compute_type=compute_type,
-                                      cpu_kernels=kernels)
-        texts[kernels] = recognizer.transcribe(audio, chunk_seconds=10, stride_seconds=2).raw_text
+        recognizer = make_recognizer(compute_type=compute_type, cpu_kernels=kernels, chunk_seconds=10, stride_seconds=2)
+        texts[kernels] = recognizer.transcribe(audio, TextOptions(model=recognizer.model_name)).raw_text
     assert len(audio) > 20 * 16_000 and texts["tuned"]
     assert texts["tuned"] == texts["stock"]

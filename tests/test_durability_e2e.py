@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.asr.ctc.recognizer import SpeechRecognizer
+from bot.asr.recognizer import Recognizer
 from tests.conftest import engine_text, final_replies, wait_ready
 from tests.fake_telegram import FakeTelegram
 from tests.media import ffmpeg
@@ -30,7 +30,7 @@ def placeholders_stored(database: Path) -> int:
 
 
 async def test_sigkill_with_five_queued_notes_answers_all_five_once_after_restart(
-    telegram: FakeTelegram, start_bot, long_ogg: Path, recognizer: SpeechRecognizer, tmp_path: Path
+    telegram: FakeTelegram, start_bot, long_ogg: Path, recognizer: Recognizer, tmp_path: Path
 ) -> None:
     bot = start_bot()
     await wait_ready(telegram, bot)

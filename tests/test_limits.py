@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.asr.ctc.recognizer import SpeechRecognizer
+from bot.asr.recognizer import Recognizer
 from bot.telegram.limits import TokenBucket, UserLimiter
 from tests.conftest import BotProcess, engine_text, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
@@ -108,7 +108,7 @@ def finished_at(telegram: FakeTelegram, chat_id: int, note: int, text: str) -> f
 @pytest.mark.slow
 async def test_user_limits_and_the_queue_cap_answer_politely(
     telegram: FakeTelegram, start_bot: Callable[..., BotProcess], speech_ogg: Path, long_ogg: Path,
-    recognizer: SpeechRecognizer, tmp_path: Path,
+    recognizer: Recognizer, tmp_path: Path,
 ) -> None:
     bot = start_bot(USER_MAX_CONCURRENT_JOBS="2", USER_JOBS_PER_MINUTE="3", ASR_QUEUE_SIZE="2")
     await wait_ready(telegram, bot)
@@ -158,7 +158,7 @@ async def test_user_limits_and_the_queue_cap_answer_politely(
 
 @pytest.mark.slow
 async def test_one_users_burst_does_not_delay_another_users_single_note(
-    telegram: FakeTelegram, start_bot: Callable[..., BotProcess], speech_ogg: Path, recognizer: SpeechRecognizer,
+    telegram: FakeTelegram, start_bot: Callable[..., BotProcess], speech_ogg: Path, recognizer: Recognizer,
 ) -> None:
     bot = start_bot(USER_MAX_CONCURRENT_JOBS="12", USER_JOBS_PER_MINUTE="30")
     await wait_ready(telegram, bot)

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bot.asr.ctc.recognizer import SpeechRecognizer
+from bot.asr.recognizer import Recognizer
 from tests.conftest import BotProcess, engine_text, final_replies, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
 
@@ -64,7 +64,7 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 async def test_two_hundred_notes_from_fifty_users(
-    telegram: FakeTelegram, start_bot: Callable[..., BotProcess], speech_ogg: Path, recognizer: SpeechRecognizer,
+    telegram: FakeTelegram, start_bot: Callable[..., BotProcess], speech_ogg: Path, recognizer: Recognizer,
     tmp_path: Path,
 ) -> None:
     bot = start_bot(ASR_WORKERS="2", USER_MAX_CONCURRENT_JOBS=str(HEAVY_NOTES), USER_JOBS_PER_MINUTE="20")

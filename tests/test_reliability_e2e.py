@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bot.asr.ctc.recognizer import SpeechRecognizer
+from bot.asr.recognizer import Recognizer
 from tests.conftest import BotProcess, engine_text, final_replies, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
 from tests.media import convert, ffmpeg, make_silence, make_video
@@ -183,7 +183,7 @@ def metric(port: int, name: str) -> float:
 
 async def test_hostile_files_each_get_a_clear_reply_and_leave_no_temp_files(
     telegram: FakeTelegram, start_bot: Callable[..., BotProcess], media: dict[str, Path], speech_ogg: Path,
-    recognizer: SpeechRecognizer, tmp_path: Path,
+    recognizer: Recognizer, tmp_path: Path,
 ) -> None:
     # Expected texts first: computing them blocks the event loop the fake server runs on.
     partial, surround, normal_text = (engine_text(recognizer, path)
@@ -279,7 +279,7 @@ async def test_hostile_files_each_get_a_clear_reply_and_leave_no_temp_files(
 
 async def test_killed_worker_is_replaced_and_sigterm_resumes_the_job_after_restart(
     telegram: FakeTelegram, start_bot: Callable[..., BotProcess], media: dict[str, Path], speech_ogg: Path,
-    recognizer: SpeechRecognizer, tmp_path: Path,
+    recognizer: Recognizer, tmp_path: Path,
 ) -> None:
     expected = engine_text(recognizer, media["medium"])  # before the bot starts: this blocks the fake server
     bot = start_bot(ASR_WORKERS="2", MAX_AUDIO_SECONDS="3600")
@@ -360,7 +360,7 @@ async def test_bad_asr_model_is_a_start_up_error_naming_the_setting(
 
 
 async def test_locked_database_still_delivers_the_transcript(
-    telegram: FakeTelegram, start_bot: Callable[..., BotProcess], speech_ogg: Path, recognizer: SpeechRecognizer,
+    telegram: FakeTelegram, start_bot: Callable[..., BotProcess], speech_ogg: Path, recognizer: Recognizer,
     tmp_path: Path,
 ) -> None:
     metrics_port = free_port()
@@ -395,7 +395,7 @@ async def test_locked_database_still_delivers_the_transcript(
 
 async def test_telegram_faults_still_end_in_one_transcript_each(
     telegram: FakeTelegram, start_bot: Callable[..., BotProcess], media: dict[str, Path], speech_ogg: Path,
-    recognizer: SpeechRecognizer,
+    recognizer: Recognizer,
 ) -> None:
     bot = start_bot(ASR_WORKERS="2")
     await wait_ready(telegram, bot)

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.asr.ctc.recognizer import SpeechRecognizer
+from bot.asr.recognizer import Recognizer
 from tests.conftest import BotProcess, engine_text, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
 
@@ -82,7 +82,7 @@ def assert_nothing_leaked(telegram: FakeTelegram, bot: BotProcess) -> None:
 
 
 async def test_allow_lists_and_forged_buttons(
-    telegram: FakeTelegram, start_bot: Callable[..., BotProcess], speech_ogg: Path, recognizer: SpeechRecognizer,
+    telegram: FakeTelegram, start_bot: Callable[..., BotProcess], speech_ogg: Path, recognizer: Recognizer,
 ) -> None:
     bot = start_bot(
         ALLOWED_USER_IDS=f"{ALICE},{BOB}", ALLOWED_CHAT_IDS=str(TEAM), LOG_LEVEL="DEBUG", ASR_WORKERS="2",

@@ -1,7 +1,9 @@
 """Transcript files: plain text, SubRip (.srt) and WebVTT (.vtt) from word times.
 
-Cues are built from the engine's word timestamps (no re-transcription): words are
-grouped into cues of a readable length, each cue in sentence case.
+Cues are built from a transcription's words (no re-transcription): words are grouped
+into cues of a readable length and joined as they are. The words are already
+post-processed (`bot.asr.postprocess`), so a format never re-cases them: what a
+punctuating model or a punctuation step wrote is what the subtitles show.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.asr.postprocess import sentence_case
 from bot.asr.types import Word
 
 MAX_CUE_CHARS = 42
@@ -32,8 +33,7 @@ def build_cues(words: Sequence[Word]) -> list[Cue]:
 
     def flush() -> None:
         if group:
-            text = sentence_case(" ".join(w.word for w in group))
-            cues.append(Cue(group[0].start, group[-1].end, text))
+            cues.append(Cue(group[0].start, group[-1].end, " ".join(w.word for w in group)))
             group.clear()
 
     for word in words:

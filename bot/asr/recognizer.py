@@ -1,9 +1,13 @@
 """The recognizer seam: one protocol for every model family, and the factory that builds one.
 
 A `Recognizer` turns 16 kHz mono float32 audio into a `Transcription` for the given
-`TextOptions`. Which implementation runs is read from the checkpoint (its config), never
-from its name. Workers (local or remote) and the CLI build recognizers only through
-`build_recognizer`, so every backend gives the same text for the same options.
+`TextOptions`. Which implementation runs follows the loaded checkpoint's family, which
+`bot.asr.loading.load_model` read from its config, never from its name. Workers (local or
+remote) and the CLI build recognizers only through `build_recognizer`, so every backend
+gives the same text for the same options.
+
+This module imports no torch: configuration code builds a `RecognizerConfig` without
+loading the model stack; the implementations are imported when one is built.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
 from bot.asr.types import Progress, TextOptions, Transcription
+from bot.errors import ModelLoadError
 
 if TYPE_CHECKING:
-    from bot.asr.ctc.loading import LoadedModel
+    import numpy as np
+
+    from bot.asr.loading import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -52,5 +57,9 @@ class Recognizer(Protocol):
 
 
 def build_recognizer(loaded: LoadedModel, config: RecognizerConfig) -> Recognizer:
-    """The recognizer for a loaded checkpoint."""
-    raise NotImplementedError  # filled in with the CTC recognizer
+    """The recognizer for a loaded checkpoint's family, set up as `config` says."""
+    if loaded.family == "ctc":
+        from bot.asr.ctc.recognizer import CTCRecognizer
+
+        return CTCRecognizer(loaded, config)
+    raise ModelLoadError(f"ASR_MODEL={loaded.name!r}: no recognizer runs the {loaded.family!r} model family")

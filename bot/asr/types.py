@@ -13,11 +13,22 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Word:
-    """One word with its start and end time in seconds, from the CTC frames."""
+    """One word with its start and end time in seconds, from the model's output frames."""
 
     word: str
     start: float
     end: float
+
+
+@dataclass(frozen=True)
+class TimedText:
+    """A text and its timed words: what a decoder emits and what each post-processing step maps.
+
+    Steps change both together, so a subtitle built from the words reads like the text.
+    """
+
+    text: str
+    words: tuple[Word, ...]
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,8 @@ class TranscriptionOptions:
 class Transcription:
     """A finished transcription.
 
-    `text` is for people (sentence case); `raw_text` is exactly what the model emitted.
+    `text` and `words` are post-processed (`options.postprocess`, in order): what people
+    read, and what subtitles are built from. `raw_text` is exactly what the model emitted.
     """
 
     text: str

@@ -42,8 +42,8 @@ import selectors
 import shutil
 import signal
 import subprocess
-import time
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,8 +60,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
     from pydub import AudioSegment
 
-from bot.errors import AudioDecodeError, AudioTooLongError, FFmpegMissingError
 from bot.audio.ogg import opus_duration, pages_through
+from bot.errors import AudioDecodeError, AudioTooLongError, FFmpegMissingError
 
 logger = logging.getLogger(__name__)
 
@@ -779,7 +779,7 @@ def _require_success(result: _RunResult, path: Path, tool: str) -> None:
 
 def _bytes_of(samples: np.ndarray) -> memoryview:
     """The bytes of a float32 array, as a buffer ffmpeg's output can be read into."""
-    return memoryview(samples.view(np.uint8))
+    return samples.data.cast("B")
 
 
 def _scrubbed(samples: np.ndarray, path: Path) -> np.ndarray:

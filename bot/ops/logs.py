@@ -58,7 +58,7 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a bad format string must not cost the line (or raise in the caller)
+        except Exception:  # noqa: BLE001 - a bad format string must not cost the line (or raise in the caller)
             message = f"{record.msg} {record.args!r}"
         record.msg = self.redact(message)
         record.args = None

@@ -1,7 +1,7 @@
 """The database schema, as an ordered list of migrations.
 
 `PRAGMA user_version` records how many migrations a database file has had. At start-up
-`Storage.open` applies the missing ones, in order, in one transaction, so a file is
+`Database.open` applies the missing ones, in order, in one transaction, so a file is
 always at exactly one known version. Released migrations are never edited: a change
 to the schema is a new entry at the end of `MIGRATIONS`, which is what lets an old
 database be upgraded in place and a test rebuild "the previous version" faithfully.
@@ -12,7 +12,19 @@ no time-zone parsing). Booleans are INTEGER 0/1 with a CHECK.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from bot.asr.types import TextOptions
+
+
+@dataclass(frozen=True)
+class SqlFunction:
+    """A Python function a migration's statements call, registered on the connection first."""
+
+    name: str
+    arguments: int
+    function: Callable[..., object]
 
 
 @dataclass(frozen=True)
@@ -21,11 +33,13 @@ class Migration:
 
     Statements are kept separate (not one script) so they run through the normal
     `execute` path inside the caller's transaction; `executescript` would commit it.
+    `functions` are for values only Python can compute exactly (see version 3).
     """
 
     version: int
     name: str
     statements: tuple[str, ...]
+    functions: tuple[SqlFunction, ...] = ()
 
 
 _V1_BASE_TABLES = Migration(
@@ -149,6 +163,31 @@ _V2_FULL_TEXT_SEARCH = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1_BASE_TABLES, _V2_FULL_TEXT_SEARCH)
+
+
+def _default_text_options_key(model: str) -> str:
+    """The cache key a transcript made before version 3 had: its model, every other text option
+    at its default (versions 1 and 2 had no language, decoder, hotwords or post-processing choice)."""
+    return TextOptions(model=model).cache_key()
+
+
+_V3_CACHE_KEYED_ON_TEXT_OPTIONS = Migration(
+    version=3,
+    name="cache keyed on text options",
+    statements=(
+        # `TextOptions.cache_key()` of the request that made the transcript: a re-sent file is
+        # answered from the cache only when it asks for the same text (same model, language...).
+        "ALTER TABLE transcripts ADD COLUMN text_options_key TEXT NOT NULL DEFAULT ''",
+        # Computed by the same code the lookup uses, so older transcripts still answer requests
+        # for their model with default options: an unchanged ASR_MODEL keeps its cache.
+        "UPDATE transcripts SET text_options_key = default_text_options_key(model)",
+        # Replaces the file-only index: every lookup now names both.
+        "DROP INDEX transcripts_file",
+        "CREATE INDEX transcripts_file_options ON transcripts (file_unique_id, text_options_key, created_at DESC)",
+    ),
+    functions=(SqlFunction("default_text_options_key", 1, _default_text_options_key),),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1_BASE_TABLES, _V2_FULL_TEXT_SEARCH, _V3_CACHE_KEYED_ON_TEXT_OPTIONS)
 
 SCHEMA_VERSION: int = MIGRATIONS[-1].version

@@ -11,7 +11,14 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
-from telegram import Message, MessageOrigin, MessageOriginChannel, MessageOriginChat, MessageOriginHiddenUser, MessageOriginUser
+from telegram import (
+    Message,
+    MessageOrigin,
+    MessageOriginChannel,
+    MessageOriginChat,
+    MessageOriginHiddenUser,
+    MessageOriginUser,
+)
 
 #: Kinds transcribed automatically in groups (what people send to be heard).
 AUTO_KINDS = frozenset({"voice", "video_note"})
@@ -41,11 +48,14 @@ def find_media(message: Message | None) -> Media | None:
         n = message.video_note
         return Media("video_note", n.file_id, n.file_unique_id, n.file_size, _seconds(n.duration), "video/mp4")
     if message.video:
-        v = message.video
-        return Media("video", v.file_id, v.file_unique_id, v.file_size, _seconds(v.duration), v.mime_type)
+        video = message.video
+        return Media("video", video.file_id, video.file_unique_id, video.file_size, _seconds(video.duration),
+                     video.mime_type)
     document = message.document
     if document and document.mime_type and document.mime_type.split("/")[0] in {"audio", "video"}:
-        return Media("document", document.file_id, document.file_unique_id, document.file_size, None, document.mime_type)
+        return Media(
+            "document", document.file_id, document.file_unique_id, document.file_size, None, document.mime_type
+        )
     return None
 
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, TypeAlias
 from telegram.ext import CallbackContext, ExtBot
 
 if TYPE_CHECKING:
-    from bot.execution.local.pool import Transcriber
-    from bot.telegram.pipeline import TranscriptionPipeline
+    from bot.execution.base import Transcriber
     from bot.settings import Settings
-    from bot.storage.db import Storage
+    from bot.storage import Storage
+    from bot.telegram.pipeline import TranscriptionPipeline
 
 
 class BotData:

@@ -1,12 +1,15 @@
 """From an accepted file to the transcript in the chat: the life of one job.
 
 A job is written to the database before any work starts, so a crash or restart never
-loses a voice note: `resume` picks up what was queued or running. The steps are:
-answer from the cache when the same content was transcribed before; otherwise download
-into a private temporary directory, hand the file to the transcriber, show progress in
-the placeholder message, and finally edit the placeholder into the transcript (split
-across messages, or sent as a file when very long). Every failure ends as a short,
-specific message in the chat and one log line.
+loses a voice note: `resume` picks up what was queued or running. The steps are: accept
+(refuse early what is too big, too long or over the user's limits; record the job; show a
+placeholder), claim (a job cancelled or forgotten while it waited ends here, before
+anything is downloaded), answer from the cache when the same content was transcribed
+with the same text options, else download into a private temporary directory and hand the
+file to the transcriber, show progress in the placeholder, and finally store the
+transcript and edit the placeholder into it (`bot.telegram.delivery`). Every failure ends
+as a short, specific message in the chat and one log line; a database failure never
+keeps a transcript from the user.
 """
 
 from __future__ import annotations
@@ -14,29 +17,25 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import sqlite3
-import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-import aiosqlite
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
-from telegram.constants import ChatAction
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram import Bot, InlineKeyboardMarkup, Message
+from telegram.error import TelegramError
 
-from bot.ops import metrics
-from bot.telegram import replies
-from bot.asr.types import Progress, Transcription
+from bot.asr.types import Progress, TextOptions, Transcription
 from bot.errors import AudioTooLongError, ExecutorOverloadedError, JobCancelledError, JobTimeoutError, VoiceBotError
-from bot.execution.local.pool import Transcriber, TranscriptionJob
-from bot.telegram.limits import TokenBucket, UserLimiter
-from bot.telegram.attachments import Media, describe_origin
+from bot.execution.base import Transcriber, TranscriptionJob, TranscriptionRequest
+from bot.ops import metrics
 from bot.settings import Settings
-from bot.storage.db import Job, JobRequest, JobStatus, Storage, StorageError
+from bot.storage import Job, JobRequest, JobStatus, Storage, StorageError
+from bot.telegram import render, replies
+from bot.telegram.attachments import Media, describe_origin
+from bot.telegram.delivery import Delivery
+from bot.telegram.download import check_size, downloaded
+from bot.telegram.limits import TokenBucket, UserLimiter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,29 +44,10 @@ T = TypeVar("T")
 MAX_ATTEMPTS = 3
 #: Jobs at least this long get a Cancel button on their placeholder.
 CANCELLABLE_SECONDS = 30.0
-#: Tries of one Telegram call that fails with a network error, timeout or flood wait.
-TELEGRAM_ATTEMPTS = 4
 #: Optional messages (progress edits, chat actions) per second, all chats together: a third of
 #: the 30 a second Telegram allows a bot (PTB's AIORateLimiter holds every call to that), so a
 #: long queue's position updates can't delay placeholders and transcripts.
 COSMETIC_CALLS_PER_SECOND = 10.0
-#: Storage failures that must not stop a transcript from reaching the user.
-STORAGE_ERRORS = (sqlite3.Error, aiosqlite.Error, StorageError, OSError, ValueError)
-#: Edits that can never succeed (the placeholder was deleted, or is too old to edit after a
-#: long downtime): the text is sent as a new message instead.
-_NOT_EDITABLE = (
-    "message to edit not found", "message to be replied not found", "message_id_invalid", "message can't be edited",
-)
-
-
-class FileTooBigError(VoiceBotError):
-    """The file is larger than the Bot API (or MAX_FILE_MB) lets us download."""
-
-    def __init__(self, size_bytes: int, limit_mb: float) -> None:
-        super().__init__(
-            f"file is {size_bytes} bytes",
-            user_message=replies.TOO_BIG.format(size=size_bytes / 2**20, limit=limit_mb),
-        )
 
 
 class RateLimitedError(VoiceBotError):
@@ -79,12 +59,14 @@ class RateLimitedError(VoiceBotError):
 
 @dataclass(eq=False)
 class _Running:
-    """A job in this process: its row, when it arrived, and its executor handle."""
+    """A job in this process: its row, when it arrived, and its transcriber handle."""
 
     job: Job
     started: float
     handle: TranscriptionJob | None = None
     cancel_requested: bool = False
+    #: The transcript is in (from the cache or the transcriber): too late to cancel.
+    answered: bool = False
     latest: Progress | None = None
 
 
@@ -92,10 +74,12 @@ class TranscriptionPipeline:
     """Accepts files, runs their jobs, and answers in the chat."""
 
     def __init__(self, *, bot: Bot, settings: Settings, storage: Storage, transcriber: Transcriber) -> None:
-        self.bot = bot
+        self.delivery = Delivery(bot)
         self.settings = settings
         self.storage = storage
         self.transcriber = transcriber
+        #: What every request asks for; the cache is keyed on it too, so a new ASR_MODEL misses it.
+        self.options = TextOptions(model=settings.asr_model)
         self.limiter = UserLimiter(
             per_minute=settings.user_jobs_per_minute, concurrent=settings.user_max_concurrent_jobs
         )
@@ -117,16 +101,16 @@ class TranscriptionPipeline:
         except VoiceBotError as exc:
             log.info("refused file: %s", exc, extra={"user_id": user_id, "chat_id": chat.id, "outcome": "refused"})
             metrics.record_job("refused", latency_seconds=time.monotonic() - started)
-            await self._reply(chat.id, message.message_id, exc.user_message)
+            await self.delivery.reply(chat.id, message.message_id, exc.user_message)
             return
         wait = self.limiter.try_acquire(user_id)
         if wait is not None:
             error = RateLimitedError(wait)
             log.info("rate limited", extra={"user_id": user_id, "chat_id": chat.id, "outcome": "refused"})
             metrics.record_job("refused", latency_seconds=time.monotonic() - started)
-            await self._reply(chat.id, message.message_id, error.user_message)
+            await self.delivery.reply(chat.id, message.message_id, error.user_message)
             return
-        await self._store(self.storage.upsert_chat(chat.id, chat_type=chat.type, title=chat.title))
+        await self._store(self.storage.preferences.upsert_chat(chat.id, chat_type=chat.type, title=chat.title))
         request = JobRequest(
             chat_id=chat.id,
             message_id=message.message_id,
@@ -145,14 +129,14 @@ class TranscriptionPipeline:
             self.limiter.release(user_id)
             log.info("duplicate request for job %s ignored", job.id, extra={"chat_id": chat.id})
             if explicit:
-                await self._reply(chat.id, message.message_id, replies.ALREADY)
+                await self.delivery.reply(chat.id, message.message_id, replies.ALREADY)
             return
         # Registered before the placeholder shows its Cancel button, so a press finds the job.
         running = self._register(job, started)
-        await self._send_action(chat.id)
+        await self._chat_action(chat.id)
         ahead = self.transcriber.queue_depth
         try:
-            placeholder = await self._reply(
+            placeholder = await self.delivery.reply(
                 chat.id, message.message_id, replies.placeholder(media.duration, ahead), markup=self._cancel_markup(job)
             )
         except TelegramError as exc:
@@ -160,14 +144,12 @@ class TranscriptionPipeline:
             log.warning("job %s: could not send the placeholder: %s", job.id, exc)
             placeholder = None
         if placeholder is not None:
-            if _persisted(job):
-                await self._store(self.storage.set_job_placeholder(job.id, placeholder.message_id))
-            running.job = _with_placeholder(running.job, placeholder.message_id)
+            await self._set_placeholder(running, placeholder.message_id)
         self._spawn(running)
 
     async def auto_transcribe(self, chat_id: int) -> bool:
         """Whether a group wants every voice note transcribed (the default)."""
-        return bool(await self._store(self.storage.get_auto_transcribe(chat_id), True))
+        return bool(await self._store(self.storage.preferences.auto_transcribe(chat_id), True))
 
     def resume(self, jobs: list[Job]) -> None:
         """Restart jobs left queued or running by a previous process."""
@@ -175,16 +157,24 @@ class TranscriptionPipeline:
             self.limiter.try_acquire(job.user_id)
             self._spawn(self._register(job, time.monotonic()))
 
-    def cancel(self, job_id: int, *, user_id: int) -> bool | None:
-        """Cancel a running job; None if it isn't running here, False if not the requester's."""
+    async def cancel(self, job_id: int, *, user_id: int) -> bool | None:
+        """Cancel a job of this process; None if there is none (any more) or its transcript is
+        already in, False if it is not the requester's.
+
+        A job the transcriber has is stopped there. One that has not reached it yet is
+        marked cancelled in its row at once, so it never starts: not here (it is claimed
+        before anything is downloaded), and not after a restart.
+        """
         running = self._running.get(job_id)
-        if running is None:
+        if running is None or running.answered:
             return None
         if running.job.user_id != user_id:
             return False
         running.cancel_requested = True
         if running.handle is not None:
             running.handle.cancel()
+        else:
+            await self._finish(running.job, JobStatus.CANCELLED, "cancelled before it started")
         return True
 
     def stop_accepting(self) -> None:
@@ -205,10 +195,6 @@ class TranscriptionPipeline:
         if pending:
             await asyncio.wait(pending, timeout=1.0)
 
-    @property
-    def active_jobs(self) -> int:
-        return len(self._running)
-
     # -- one job -----------------------------------------------------------------------
 
     def _register(self, job: Job, started: float) -> _Running:
@@ -223,14 +209,21 @@ class TranscriptionPipeline:
 
     async def _run(self, running: _Running) -> None:
         job, started = running.job, running.started
-        outcome = "failed"
+        outcome: metrics.Outcome | Literal["interrupted"] = "failed"
         result: Transcription | None = None
         try:
             if job.attempts >= MAX_ATTEMPTS:
                 raise VoiceBotError(f"gave up after {job.attempts} attempts")
-            result, cached = await self._transcribe(running)
-            outcome = "cached" if cached else "done"
-            await self._deliver(running, result, cached=cached)
+            await self._claim(running)
+            result = await self._store(self.storage.transcripts.find_cached(job.file_unique_id, self.options))
+            if result is not None:
+                metrics.CACHE_HITS.inc()
+                outcome = "cached"
+            else:
+                result = await self._transcribe(running)
+                outcome = "done"
+            running.answered = True
+            await self._deliver(running, result)
         except JobCancelledError as exc:
             if self._closing:
                 outcome = "interrupted"
@@ -238,10 +231,7 @@ class TranscriptionPipeline:
                 return  # the row stays queued/running
             outcome = "cancelled"
             await self._finish(running.job, JobStatus.CANCELLED, str(exc))
-            try:
-                await self._edit(running, exc.user_message)
-            except TelegramError as error:
-                log.warning("could not tell chat %s about job %s: %s", job.chat_id, job.id, error)
+            await self._tell(running, exc.user_message)
         except asyncio.CancelledError:
             # Only `drain` cancels job tasks, at shutdown: the row stays queued/running.
             outcome = "interrupted"
@@ -260,63 +250,64 @@ class TranscriptionPipeline:
             outcome = "failed"
             log.warning("job %s: Telegram error: %s", job.id, exc)
             await self._fail(running, str(exc), replies.TELEGRAM_FAILED)
-        except Exception as exc:  # noqa: BLE001 - a bug must not leave the user without an answer
+        except Exception as exc:  # a bug must not leave the user without an answer
             outcome = "failed"
             log.exception("job %s crashed", job.id)
-            await self._fail(running, repr(exc), VoiceBotError.user_message)
+            await self._fail(running, repr(exc), replies.failure(exc))
         finally:
             self._running.pop(job.id, None)
             self.limiter.release(job.user_id)
             if outcome != "interrupted":
-                latency = time.monotonic() - started
-                metrics.record_job(
-                    outcome,  # type: ignore[arg-type]
-                    latency_seconds=latency,
-                    audio_seconds=result.duration if result and outcome == "done" else 0.0,
-                    processing_seconds=result.processing_seconds if result and outcome == "done" else 0.0,
-                )
-                log.info(
-                    "job %s %s", job.id, outcome,
-                    extra={
-                        "job_id": job.id, "user_id": job.user_id, "chat_id": job.chat_id, "outcome": outcome,
-                        "duration": result.duration if result else job.duration,
-                        "rtf": round(result.real_time_factor, 4) if result else None,
-                        "latency": round(latency, 3),
-                    },
-                )
-                if result is not None:
-                    log.debug("job %s text: %s", job.id, result.text)
+                self._record(job, outcome, result, started)
 
-    async def _fail(self, running: _Running, error: str, user_message: str) -> None:
-        """Record the failure and tell the user; a chat that can't be reached is only logged."""
-        await self._finish(running.job, JobStatus.FAILED, error)
-        try:
-            await self._edit(running, user_message)
-        except TelegramError as exc:
-            log.warning("could not tell chat %s about job %s: %s", running.job.chat_id, running.job.id, exc)
+    def _record(self, job: Job, outcome: metrics.Outcome, result: Transcription | None, started: float) -> None:
+        """One metrics sample and one log line per finished job."""
+        latency = time.monotonic() - started
+        transcribed = result is not None and outcome == "done"
+        metrics.record_job(
+            outcome,
+            latency_seconds=latency,
+            audio_seconds=result.duration if result is not None and transcribed else 0.0,
+            processing_seconds=result.processing_seconds if result is not None and transcribed else 0.0,
+        )
+        log.info(
+            "job %s %s", job.id, outcome,
+            extra={
+                "job_id": job.id, "user_id": job.user_id, "chat_id": job.chat_id, "outcome": outcome,
+                "duration": result.duration if result else job.duration,
+                "rtf": round(result.real_time_factor, 4) if result else None,
+                "latency": round(latency, 3),
+            },
+        )
+        if result is not None:
+            log.debug("job %s text: %s", job.id, result.text)
 
-    async def _transcribe(self, running: _Running) -> tuple[Transcription, bool]:
-        """The transcript from the cache, or by downloading and running the model."""
+    async def _claim(self, running: _Running) -> None:
+        """Mark the job running (one more attempt), or end it with JobCancelledError when it must
+        not run: cancelled while it waited, or its row gone (the user's /forget) or finished."""
+        if running.cancel_requested:
+            raise JobCancelledError("cancelled before it started")
+        if not _persisted(running.job):
+            return
+        # A database failure must not stop the job: then it runs on its row as loaded.
+        claimed = await self._store(self.storage.jobs.mark_running(running.job.id), running.job)
+        if claimed is None:
+            raise JobCancelledError("cancelled, forgotten or finished before it started")
+
+    async def _transcribe(self, running: _Running) -> Transcription:
+        """Download the file and run the model on it, showing progress until the result is in."""
         job = running.job
-        cached = await self._store(self.storage.find_cached(job.file_unique_id))
-        if cached is not None:
-            metrics.CACHE_HITS.inc()
-            return cached.transcription, True
-        if _persisted(job):
-            await self._store(self.storage.mark_job_running(job.id))
-        with tempfile.TemporaryDirectory(prefix="voicebot-") as workdir:
-            path = Path(workdir) / f"job-{job.id}.media"
-            file = await self._call(lambda: self.bot.get_file(job.file_id))
-            limit = self.settings.max_file_mb * 2**20
-            if file.file_size and file.file_size > limit:
-                raise FileTooBigError(file.file_size, self.settings.max_file_mb)
-            await self._call(lambda: file.download_to_drive(path))
+        async with downloaded(
+            self.delivery, job.file_id, limit_mb=self.settings.max_file_mb, name=f"job-{job.id}.media"
+        ) as path:
             if running.cancel_requested:
                 raise JobCancelledError("cancelled before it started")
             running.handle = self.transcriber.submit(
-                path, owner=job.user_id, on_progress=lambda p: setattr(running, "latest", p)
+                TranscriptionRequest(audio=path, options=self.options),
+                owner=job.user_id,
+                on_progress=lambda update: setattr(running, "latest", update),
             )
-            return await self._await_with_progress(running), False
+            return await self._await_with_progress(running)
 
     async def _await_with_progress(self, running: _Running) -> Transcription:
         """Wait for the result, editing the placeholder with queue position or progress."""
@@ -336,72 +327,93 @@ class TranscriptionPipeline:
                 if text != shown and self._cosmetic.try_take():  # else: skipped, tried again next time
                     shown = text
                     try:
-                        await self._edit(running, text, markup=self._cancel_markup(running.job))
+                        await self._show(running, text, markup=self._cancel_markup(running.job))
                     except TelegramError as exc:
                         # Progress is a courtesy: a failed edit must not fail a transcription that goes on.
                         log.info("job %s: progress edit failed: %s", running.job.id, exc)
         finally:
             result.cancel()  # a no-op once done; ends the wait when the job is cancelled at shutdown
 
-    async def _deliver(self, running: _Running, result: Transcription, *, cached: bool) -> None:
+    async def _deliver(self, running: _Running, result: Transcription) -> None:
         """Store the transcript for the requester, then edit/send it into the chat."""
         job = running.job
         transcript_id: int | None = None
         note = ""
         if await self._keeps_history(job.user_id):
-            fields = dict(
-                user_id=job.user_id, chat_id=job.chat_id, message_id=job.message_id,
-                file_unique_id=job.file_unique_id, forward_origin=job.forward_origin, transcription=result,
-            )
-            saving = (
-                self.storage.complete_job_with_transcript(job.id, **fields)  # type: ignore[arg-type]
-                if _persisted(job)
-                else self.storage.add_transcript(**fields)  # type: ignore[arg-type]
-            )
-            stored = await self._store(saving, failed=-1)
-            transcript_id = stored if stored and stored > 0 else None
-            if stored == -1:
+            try:
+                transcript_id = await self._save(job, result)
+            except StorageError as exc:
+                self._storage_failed(exc)
                 note = "\n\n" + replies.STORAGE_FAILED_NOTE
         else:
             await self._finish(job, JobStatus.DONE)
         text = result.text
         if not text:
-            await self._edit(running, replies.EMPTY)
+            await self._show(running, replies.EMPTY)
             return
-        buttons = None if transcript_id is None else replies.format_buttons(transcript_id)
+        buttons = None if transcript_id is None else render.format_keyboard(transcript_id)
         if len(text) > self.settings.transcript_file_chars:
-            document = text.encode()
-            await self._call(
-                lambda: self.bot.send_document(
-                    job.chat_id, document, filename=f"transcript-{job.message_id}.txt",
-                    reply_parameters=_reply_to(job.message_id),
-                )
+            await self.delivery.send_file(
+                job.chat_id, job.message_id, text.encode(), filename=f"transcript-{job.message_id}.txt"
             )
-            await self._edit(running, replies.SENT_AS_FILE.format(words=len(text.split())) + note, markup=buttons)
+            await self._show(running, replies.sent_as_file(len(text.split())) + note, markup=buttons)
             return
-        parts = replies.split_text(text + note)
-        await self._edit(running, parts[0], markup=buttons if len(parts) == 1 else None)
-        for index, part in enumerate(parts[1:], start=2):
-            await self._reply(job.chat_id, job.message_id, part, markup=buttons if index == len(parts) else None)
+        await self._show(running, text + note, markup=buttons)
+
+    async def _save(self, job: Job, result: Transcription) -> int | None:
+        """Store the transcript (and finish the job's row, in the same transaction); None when the
+        row was gone or finished meanwhile, so nothing was stored."""
+        if _persisted(job):
+            return await self.storage.jobs.complete(job.id, result, options=self.options)
+        return await self.storage.transcripts.add(
+            user_id=job.user_id, chat_id=job.chat_id, message_id=job.message_id, file_unique_id=job.file_unique_id,
+            forward_origin=job.forward_origin, transcription=result, options=self.options,
+        )
+
+    async def _fail(self, running: _Running, error: str, user_message: str) -> None:
+        """Record the failure and tell the user."""
+        await self._finish(running.job, JobStatus.FAILED, error)
+        await self._tell(running, user_message)
+
+    async def _tell(self, running: _Running, text: str) -> None:
+        """Show how a job ended; a chat that can't be reached is only logged."""
+        try:
+            await self._show(running, text)
+        except TelegramError as exc:
+            log.warning("could not tell chat %s about job %s: %s", running.job.chat_id, running.job.id, exc)
+
+    async def _show(self, running: _Running, text: str, *, markup: InlineKeyboardMarkup | None = None) -> None:
+        """Show `text` in the job's placeholder, or in new messages that then count as its placeholder."""
+        job = running.job
+        shown = await self.delivery.show(
+            job.chat_id, job.message_id, text, message_id=job.placeholder_message_id, markup=markup
+        )
+        if shown is not None and shown != job.placeholder_message_id:
+            await self._set_placeholder(running, shown)
+
+    async def _set_placeholder(self, running: _Running, message_id: int) -> None:
+        """Remember the message that shows the job (a resumed job edits it instead of posting anew)."""
+        running.job = replace(running.job, placeholder_message_id=message_id)
+        if _persisted(running.job):
+            await self._store(self.storage.jobs.set_placeholder(running.job.id, message_id))
 
     # -- helpers -----------------------------------------------------------------------
 
     def _check_upfront(self, media: Media) -> None:
         """Refuse before downloading what the update already says is too big or too long."""
-        if media.file_size and media.file_size > self.settings.max_file_mb * 2**20:
-            raise FileTooBigError(media.file_size, self.settings.max_file_mb)
+        check_size(media.file_size, self.settings.max_file_mb)
         if media.duration and media.duration > self.settings.max_audio_seconds:
             raise AudioTooLongError(media.duration, self.settings.max_audio_seconds)
 
     async def _keeps_history(self, user_id: int) -> bool:
         if not self.settings.history_enabled:
             return False
-        return bool(await self._store(self.storage.get_store_history(user_id), True))
+        return bool(await self._store(self.storage.preferences.store_history(user_id), True))
 
     async def _create_job(self, request: JobRequest) -> tuple[Job, bool]:
         try:
-            return await self.storage.create_job(request)
-        except STORAGE_ERRORS as exc:
+            return await self.storage.jobs.create(request)
+        except StorageError as exc:
             # Still transcribe: the user gets the text, only durability is lost for this one.
             log.error("could not persist job for chat %s message %s: %s", request.chat_id, request.message_id, exc)
             metrics.STORAGE_ERRORS.inc()
@@ -414,100 +426,31 @@ class TranscriptionPipeline:
     async def _finish(self, job: Job, status: JobStatus, error: str | None = None) -> None:
         """Mark the job's row finished, so it is not resumed (a job without a row has nothing to mark)."""
         if _persisted(job):
-            await self._store(self.storage.finish_job(job.id, status=status, error=error))
+            await self._store(self.storage.jobs.finish(job.id, status=status, error=error))
 
     async def _store(self, operation: Awaitable[T], failed: T | None = None) -> T | None:
         """Run a storage operation; a database failure is logged and counted, never fatal."""
         try:
             return await operation
-        except STORAGE_ERRORS as exc:
-            log.error("storage error: %s", exc)
-            metrics.STORAGE_ERRORS.inc()
+        except StorageError as exc:
+            self._storage_failed(exc)
             return failed
 
-    async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
-        """Call Telegram, retrying network failures and flood waits a few times.
-
-        BadRequest is a NetworkError subclass in PTB but is final, so it is not retried.
-        """
-        for attempt in range(TELEGRAM_ATTEMPTS):
-            try:
-                return await make()
-            except RetryAfter as exc:
-                if attempt == TELEGRAM_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(_seconds(exc.retry_after))
-            except NetworkError as exc:
-                if isinstance(exc, BadRequest) or attempt == TELEGRAM_ATTEMPTS - 1:
-                    raise
-                log.info("Telegram call failed (%s); retrying", exc)
-                await asyncio.sleep(0.5 * 2**attempt)
-        raise AssertionError("unreachable")
+    @staticmethod
+    def _storage_failed(exc: StorageError) -> None:
+        log.error("storage error: %s", exc)
+        metrics.STORAGE_ERRORS.inc()
 
     def _cancel_markup(self, job: Job) -> InlineKeyboardMarkup | None:
         if job.duration is not None and job.duration < CANCELLABLE_SECONDS:
             return None
-        return InlineKeyboardMarkup([[InlineKeyboardButton("Cancel", callback_data=f"cancel:{job.id}")]])
+        return render.cancel_keyboard(job.id)
 
-    async def _send_action(self, chat_id: int) -> None:
-        if not self._cosmetic.try_take():
-            return
-        try:
-            await self.bot.send_chat_action(chat_id, ChatAction.TYPING)
-        except TelegramError as exc:
-            log.debug("chat action failed: %s", exc)
-
-    async def _reply(
-        self, chat_id: int, message_id: int, text: str, *, markup: InlineKeyboardMarkup | None = None
-    ) -> Message | None:
-        """Reply to a message; still sends if the user deleted it. None if the chat is gone."""
-        try:
-            return await self._call(
-                lambda: self.bot.send_message(chat_id, text, reply_parameters=_reply_to(message_id), reply_markup=markup)
-            )
-        except Forbidden as exc:
-            log.info("cannot write to chat %s: %s", chat_id, exc)
-            return None
-
-    async def _edit(self, running: _Running, text: str, *, markup: InlineKeyboardMarkup | None = None) -> None:
-        """Edit the placeholder; if there is none (or it was deleted or is too old to edit), send a new reply."""
-        job = running.job
-        if job.placeholder_message_id is not None:
-            try:
-                await self._call(
-                    lambda: self.bot.edit_message_text(
-                        text, chat_id=job.chat_id, message_id=job.placeholder_message_id, reply_markup=markup
-                    )
-                )
-                return
-            except BadRequest as exc:
-                message = str(exc).lower()
-                if "not modified" in message:
-                    return
-                if not any(reason in message for reason in _NOT_EDITABLE):
-                    raise
-                log.info("placeholder of job %s can't be edited (%s); sending a new message", job.id, exc)
-        sent = await self._reply(job.chat_id, job.message_id, text, markup=markup)
-        if sent is not None:
-            running.job = _with_placeholder(job, sent.message_id)
-            if _persisted(job):
-                await self._store(self.storage.set_job_placeholder(job.id, sent.message_id))
+    async def _chat_action(self, chat_id: int) -> None:
+        if self._cosmetic.try_take():
+            await self.delivery.chat_action(chat_id)
 
 
 def _persisted(job: Job) -> bool:
     """Whether the job has a database row (see `_create_job` for the ones that do not)."""
     return job.id > 0
-
-
-def _with_placeholder(job: Job, message_id: int) -> Job:
-    return replace(job, placeholder_message_id=message_id)
-
-
-def _reply_to(message_id: int) -> ReplyParameters:
-    return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
-
-
-
-
-def _seconds(value: float | timedelta) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)

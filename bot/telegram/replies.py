@@ -1,20 +1,17 @@
-"""What the bot says: message texts and splitting long transcripts.
+"""Everything the bot says in a chat: every sentence, label and button caption.
 
-Kept apart from the handlers so the wording lives in one place and the splitting rule
-can be tested as a pure function.
+Kept in one place so the wording can be read (and changed) as a whole; the layouts that put
+stored data around these words are in `bot.telegram.render`. Domain errors carry their own
+`user_message` (`bot.errors`, `bot.audio.decode`), which `failure` passes on as is.
 """
 
 from __future__ import annotations
 
-import re
-
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
-
 from bot.asr.types import Progress
-from bot.errors import format_duration
+from bot.errors import VoiceBotError, format_duration
+from bot.telegram.delivery import MESSAGE_LIMIT
 
-#: Telegram's limit for one message's text.
-MESSAGE_LIMIT = 4096
+# --- files and jobs -----------------------------------------------------------------------
 
 HELP = (
     "I turn voice messages into text.\n\n"
@@ -36,12 +33,10 @@ HELP = (
 )
 
 UNSUPPORTED = "Send me a voice message, audio file, video note or video and I'll transcribe it."
+TRANSCRIBE_USAGE = "Reply /transcribe to a voice, audio or video message."
 EMPTY = "I couldn't hear any speech in this recording."
-TOO_BIG = "This file is too big ({size:.0f} MB): I can download files up to {limit:.0f} MB."
-CANCELLED = "Transcription cancelled."
 NOT_ALLOWED = "Sorry, this bot is private."
 ALREADY = "This message has already been transcribed."
-SENT_AS_FILE = "The transcript is long ({words} words), so here it is as a file."
 TELEGRAM_FAILED = "I couldn't fetch this file from Telegram. Please send it again."
 STORAGE_FAILED_NOTE = "(I couldn't save this one to your history.)"
 NOT_YOUR_JOB = "Only the person who sent this file can cancel it."
@@ -49,11 +44,27 @@ NOT_YOUR_TRANSCRIPT = "Only the person who asked for this transcript can downloa
 ALREADY_FINISHED = "This transcription is already finished."
 CANCELLING = "Cancelling…"
 STALE_BUTTON = "This button is no longer valid."
+CANCEL_BUTTON = "Cancel"
+
+
+def too_big(size_bytes: int, limit_mb: float) -> str:
+    """The answer to a file over MAX_FILE_MB (or the Bot API's download limit)."""
+    return f"This file is too big ({size_bytes / 2**20:.0f} MB): I can download files up to {limit_mb:.0f} MB."
 
 
 def rate_limited(retry_after: float) -> str:
     """The answer to a user over USER_MAX_CONCURRENT_JOBS or USER_JOBS_PER_MINUTE."""
     return f"You're sending files faster than I can take them. Please try again in {max(1, round(retry_after))} s."
+
+
+def sent_as_file(words: int) -> str:
+    """The placeholder's last text when the transcript went out as a .txt file."""
+    return f"The transcript is long ({words} words), so here it is as a file."
+
+
+def failure(error: BaseException | None) -> str:
+    """What to tell the user about a failure: a domain error's own message, else an apology."""
+    return error.user_message if isinstance(error, VoiceBotError) else VoiceBotError.user_message
 
 
 def placeholder(duration: float | None, ahead: int) -> str:
@@ -67,7 +78,7 @@ def placeholder(duration: float | None, ahead: int) -> str:
 
 
 def progress(update: Progress) -> str:
-    """`Transcribing… 35%` and the tail of the text so far."""
+    """`Transcribing… 35%` and the end of the text so far, as much as fits in one message."""
     text = f"Transcribing… {int(update.fraction * 100)}%"
     if update.partial_text:
         tail = update.partial_text[-(MESSAGE_LIMIT - 200) :]
@@ -75,33 +86,132 @@ def progress(update: Progress) -> str:
     return text
 
 
-_SENTENCE_END = re.compile(r"[.!?…]\s")
+# --- /auto --------------------------------------------------------------------------------
+
+AUTO_IN_PRIVATE = "/auto works in groups: I always transcribe what you send me here."
+AUTO_ADMINS_ONLY = "Only group admins can change this."
+AUTO_ON = "Automatic transcription is on."
+AUTO_OFF = "Automatic transcription is off; reply /transcribe to a message to transcribe it."
 
 
-def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Split `text` into messages of at most `limit` characters.
-
-    Breaks at the last sentence end before the limit, else at the last space, and only
-    inside a word when a single word is longer than a whole message.
-    """
-    parts: list[str] = []
-    rest = text.strip()
-    while len(rest) > limit:
-        window = rest[: limit + 1]
-        ends = [m.end() for m in _SENTENCE_END.finditer(window)]
-        cut = ends[-1] if ends and ends[-1] > limit // 2 else window.rfind(" ")
-        if cut <= 0:
-            cut = limit
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest:
-        parts.append(rest)
-    return parts
+def auto_state(enabled: bool) -> str:
+    return f"Automatic transcription is {'on' if enabled else 'off'}. Admins: /auto on or /auto off."
 
 
-def format_buttons(transcript_id: int) -> InlineKeyboardMarkup:
-    """.txt / .srt / .vtt buttons under a stored transcript (files made from what was stored;
-    `bot.telegram.handlers.buttons.FORMAT` parses their data)."""
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(f".{fmt}", callback_data=f"fmt:{transcript_id}:{fmt}") for fmt in ("txt", "srt", "vtt")]]
+# --- stored transcripts: /history, /search, /export -----------------------------------------
+
+NOT_YOURS = "This list belongs to someone else. Send the command yourself to see yours."
+HISTORY_USAGE = "Usage: /history, or /history N to open transcript #N."
+SEARCH_USAGE = "Usage: /search words, e.g. /search meeting tomorrow"
+#: The first line of a search result message; paging reads the query back from it, so the
+#: query never has to fit in 64 bytes of callback data.
+SEARCH_HEADER = "Search: "
+HISTORY_FOOTER = "Tap a number to open it, or send /history N."
+NEWER, OLDER = "« Newer", "Older »"
+PREVIOUS, NEXT = "« Previous", "Next »"
+NOTHING_TO_EXPORT = "You have no saved transcripts to export."
+EXPORT_JSON_CAPTION = "The same with word timings, as JSON."
+NO_SPEECH = "(no speech)"
+PRIVATE_CHAT_LABEL = "private"
+UNNAMED_GROUP = "a group"
+THIS_GROUP = "this group"
+NO_HISTORY_IN_GROUP = "You have no saved transcripts from this group."
+NO_HISTORY_YET = "You have no saved transcripts yet. Send me a voice message to make one."
+HISTORY_OFF_HERE = "History is turned off on this bot."
+STORING_OFF = "You turned storing off; /privacy on turns it back on."
+
+
+def plural(count: int, word: str) -> str:
+    """`word` as it goes after `count`: transcript/transcripts, match/matches."""
+    if count == 1:
+        return word
+    return word + ("es" if word.endswith("ch") else "s")
+
+
+def in_group(title: str) -> str:
+    """` in Team`: where a group view's items come from."""
+    return f" in {title}"
+
+
+def private_only(command: str) -> str:
+    return f"Use /{command} in a private chat with me."
+
+
+def not_found(transcript_id: int, where: str) -> str:
+    return f"I can't find transcript #{transcript_id} in your history{where}."
+
+
+def history_heading(where: str, shown: str, total: int) -> str:
+    return f"Your transcripts{where}, newest first ({shown} of {total}):"
+
+
+def search_heading(total: int, where: str, shown: str) -> str:
+    return f"{total} {plural(total, 'match')}{where}, best first ({shown}):"
+
+
+def nothing_found(where: str) -> str:
+    return f"Nothing found in your transcripts{where}."
+
+
+def forwarded_from(name: str, *, short: bool) -> str:
+    """`from Alice` in a list's item header, `Forwarded from Alice` in an export."""
+    return f"from {name}" if short else f"Forwarded from {name}"
+
+
+def export_chat(chat_id: int) -> str:
+    """Which chat an exported transcript came from (group ids are negative in Telegram)."""
+    return "private chat" if chat_id > 0 else f"group {chat_id}"
+
+
+def export_caption(count: int) -> str:
+    return f"{count} {plural(count, 'transcript')}, oldest first."
+
+
+# --- /privacy and /forget -------------------------------------------------------------------
+
+PRIVACY_ON = "OK, I'll keep your new transcripts for /history and /search."
+PRIVACY_OFF = "OK, I won't store your new transcripts. What is already stored stays until you /forget it."
+PRIVACY_USAGE = "Usage: /privacy on or /privacy off."
+HISTORY_OFF_NOTE = "Note: history is turned off on this bot, so nothing is stored for anyone."
+FORGET_YES = "Yes, delete everything"
+FORGET_NO = "Cancel"
+NOTHING_DELETED = "OK, nothing was deleted."
+
+
+def privacy_state(enabled: bool) -> str:
+    return f"Storing your transcripts is {'on' if enabled else 'off'}. /privacy on or /privacy off changes it."
+
+
+def forget_prompt(total: int) -> str:
+    return (
+        f"Delete your {total} {plural(total, 'transcript')} and everything else I stored about you? "
+        "This can't be undone."
+    )
+
+
+def forgotten(deleted: int, *, had_opted_out: bool) -> str:
+    text = f"Done: I deleted {deleted} {plural(deleted, 'transcript')} and everything else I stored about you."
+    if had_opted_out:
+        text += " That included your /privacy off choice: send it again to keep new transcripts from being stored."
+    return text
+
+
+# --- /stats -----------------------------------------------------------------------------------
+
+STATS_OPERATORS_ONLY = "/stats is only for the bot's operators."
+
+
+def stats(
+    *, users: int, chats: int, transcripts: int, audio_seconds: float, queued_jobs: int, running_jobs: int,
+    workers_ready: int, queue_depth: int, median_real_time_factor: float | None,
+) -> str:
+    rtf = "n/a" if median_real_time_factor is None else f"{median_real_time_factor:.2f}"
+    return (
+        f"Users: {users}\n"
+        f"Chats: {chats}\n"
+        f"Transcripts: {transcripts} ({audio_seconds / 3600:.1f} h of audio)\n"
+        f"Jobs: {queued_jobs} queued, {running_jobs} running\n"
+        f"Workers ready: {workers_ready}\n"
+        f"Queue depth: {queue_depth}\n"
+        f"Median real-time factor, last 24 h: {rtf}"
     )

@@ -31,7 +31,9 @@ only by float32 rounding (summation order, like a different thread count):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,20 +53,25 @@ def tune_for_cpu(model: nn.Module) -> list[str]:
     base = getattr(model, "base_model", model)
     encoder = getattr(base, "feature_extractor", None)
     if encoder is not None and _blockable(encoder, model.config):
-        encoder.forward = partial(_blocked_feature_encoder, encoder)
+        _install(encoder, partial(_blocked_feature_encoder, encoder))
         installed.append("blocked feature encoder")
     linears = [module for module in model.modules()
                if type(module) is nn.Linear and module.weight.dtype == torch.float32]
     if linears and _onednn_linear_available():
         for module in linears:
-            module.forward = partial(_onednn_linear, module)
+            _install(module, partial(_onednn_linear, module))
         installed.append("oneDNN linear")
     conv = getattr(getattr(getattr(base, "encoder", None), "pos_conv_embed", None), "conv", None)
-    if isinstance(conv, nn.Conv1d):
-        conv.forward = partial(_conv1d_channels_last, conv)
+    if isinstance(conv, nn.Conv1d) and not isinstance(conv.padding, str):
+        _install(conv, partial(_conv1d_channels_last, conv))
         installed.append("channels-last positional convolution")
     log.info("CPU kernels: %s", ", ".join(installed) or "stock")
     return installed
+
+
+def _install(module: Any, forward: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Give this one module instance its own forward; the class's, and so every other instance, stay stock."""
+    module.forward = forward
 
 
 # ----------------------------------------------------------------------------------------
@@ -102,7 +109,7 @@ def _blockable(encoder: nn.Module, config: object) -> bool:
     return True
 
 
-def _blocked_feature_encoder(encoder: nn.Module, input_values: torch.Tensor) -> torch.Tensor:
+def _blocked_feature_encoder(encoder: Any, input_values: torch.Tensor) -> torch.Tensor:
     """The encoder's (batch, channels, frames) output, computed a block of frames at a time."""
     layers = encoder.conv_layers
     field, hop = receptive_field([layer.conv.kernel_size[0] for layer in layers],
@@ -128,7 +135,7 @@ def _blocked_feature_encoder(encoder: nn.Module, input_values: torch.Tensor) -> 
     return out.transpose(1, 2)
 
 
-def _first_layer_norm(layer: nn.Module, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _first_layer_norm(layer: Any, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Layer 0's group norm as a per-channel (scale, shift), from the whole input's statistics.
 
     The norm sees conv outputs y_c = w_c · frame (+ b_c) over all frames, so mean_c =
@@ -178,5 +185,5 @@ def _conv1d_channels_last(conv: nn.Conv1d, hidden: torch.Tensor) -> torch.Tensor
     from its weight norm at every call anyway, so laying it out costs one small copy)."""
     weight = conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
     out = F.conv2d(hidden.unsqueeze(2), weight, conv.bias, stride=(1, conv.stride[0]),
-                   padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]), groups=conv.groups)
+                   padding=(0, int(conv.padding[0])), dilation=(1, conv.dilation[0]), groups=conv.groups)
     return out.squeeze(2)

@@ -5,12 +5,20 @@ paused and then frozen (`bot.ops.startup_gc`), so the workers share their pages 
 server and never scan them.
 """
 
+import importlib
+
 from bot.ops.startup_gc import collector_paused
 
-with collector_paused():
-    import transformers.models.wav2vec2.modeling_wav2vec2  # noqa: F401
-    import transformers.models.wav2vec2.processing_wav2vec2  # noqa: F401
+#: What every worker imports (torch and transformers come in with them).
+MODULES = (
+    "transformers.models.wav2vec2.modeling_wav2vec2",
+    "transformers.models.wav2vec2.processing_wav2vec2",
+    "bot.asr.ctc.recognizer",
+    "bot.asr.loading",
+    "bot.audio.decode",
+    "bot.execution.local.worker",
+)
 
-    import bot.asr.ctc.recognizer  # noqa: F401
-    import bot.asr.ctc.loading  # noqa: F401
-    import bot.audio.decode  # noqa: F401
+with collector_paused():
+    for name in MODULES:
+        importlib.import_module(name)

@@ -1,4 +1,4 @@
-"""Inline buttons: Cancel on a running job, and .txt/.srt/.vtt under a finished transcript.
+"""Inline buttons: Cancel on a running job, .txt/.srt/.vtt under a finished transcript, and the rest.
 
 Callback data comes from the client and is validated, never trusted: any client can send
 any string as the data of any button. The ids are parsed strictly, and ownership is
@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import re
 
-from telegram import ReplyParameters, Update
+from telegram import Update
 
+from bot.asr.formats import to_srt, to_txt, to_vtt
 from bot.telegram import replies
 from bot.telegram.context import Context
-from bot.asr.formats import to_srt, to_txt, to_vtt
+from bot.telegram.delivery import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ async def on_cancel(update: Update, context: Context) -> None:
     match = CANCEL.match(query.data or "") if query else None
     if query is None or match is None:
         return
-    result = context.bot_data.pipeline.cancel(int(match.group(1)), user_id=query.from_user.id)
+    result = await context.bot_data.pipeline.cancel(int(match.group(1)), user_id=query.from_user.id)
     if result is False:
         log.info("refused cancel of job %s by user %s", match.group(1), query.from_user.id)
         await query.answer(replies.NOT_YOUR_JOB, show_alert=True)
@@ -45,7 +46,7 @@ async def on_format(update: Update, context: Context) -> None:
     match = FORMAT.match(query.data or "") if query else None
     if query is None or match is None:
         return
-    record = await context.bot_data.storage.get_transcript(int(match.group(1)), user_id=query.from_user.id)
+    record = await context.bot_data.storage.transcripts.get(int(match.group(1)), user_id=query.from_user.id)
     if record is None:
         log.info("refused transcript %s to user %s", match.group(1), query.from_user.id)
         await query.answer(replies.NOT_YOUR_TRANSCRIPT, show_alert=True)
@@ -56,15 +57,12 @@ async def on_format(update: Update, context: Context) -> None:
             "vtt": lambda: to_vtt(transcription.words)}[fmt]()
     await query.answer()
     message = query.message
-    await context.bot.send_document(
+    # The message under which the button was pressed may be gone by now: then it is sent without a reply.
+    await Delivery(context.bot).send_file(
         query.from_user.id if message is None else message.chat.id,
+        None if message is None else message.message_id,
         body.encode(),
         filename=f"transcript-{record.id}.{fmt}",
-        # The message under which the button was pressed may be gone by now.
-        reply_parameters=(
-            None if message is None
-            else ReplyParameters(message_id=message.message_id, allow_sending_without_reply=True)
-        ),
     )
 
 

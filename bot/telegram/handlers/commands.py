@@ -24,20 +24,17 @@ async def on_auto(update: Update, context: Context) -> None:
     if message is None or user is None:
         return
     if message.chat.type == ChatType.PRIVATE:
-        await message.reply_text("/auto works in groups: I always transcribe what you send me here.")
+        await message.reply_text(replies.AUTO_IN_PRIVATE)
         return
-    storage = context.bot_data.storage
+    preferences = context.bot_data.storage.preferences
     choice = (context.args or [""])[0].lower()
     if choice not in ("on", "off"):
-        state = "on" if await storage.get_auto_transcribe(message.chat.id) else "off"
-        await message.reply_text(f"Automatic transcription is {state}. Admins: /auto on or /auto off.")
+        await message.reply_text(replies.auto_state(await preferences.auto_transcribe(message.chat.id)))
         return
     member = await context.bot.get_chat_member(message.chat.id, user.id)
     if member.status not in ADMIN_STATUSES:
-        await message.reply_text("Only group admins can change this.")
+        await message.reply_text(replies.AUTO_ADMINS_ONLY)
         return
-    await storage.upsert_chat(message.chat.id, chat_type=message.chat.type, title=message.chat.title)
-    await storage.set_auto_transcribe(message.chat.id, choice == "on")
-    await message.reply_text(
-        "Automatic transcription is on." if choice == "on" else "Automatic transcription is off; reply /transcribe to a message to transcribe it."
-    )
+    await preferences.upsert_chat(message.chat.id, chat_type=message.chat.type, title=message.chat.title)
+    await preferences.set_auto_transcribe(message.chat.id, choice == "on")
+    await message.reply_text(replies.AUTO_ON if choice == "on" else replies.AUTO_OFF)

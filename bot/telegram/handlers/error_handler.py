@@ -8,8 +8,8 @@ from telegram import Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 
+from bot.telegram import replies
 from bot.telegram.context import Context
-from bot.errors import VoiceBotError
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,7 @@ async def on_error(update: object, context: Context) -> None:
         return
     if update.effective_chat is not None and update.effective_chat.type != ChatType.PRIVATE:
         return  # in groups, stay quiet rather than add noise
-    text = context.error.user_message if isinstance(context.error, VoiceBotError) else VoiceBotError.user_message
     try:
-        await update.effective_message.reply_text(text)
+        await update.effective_message.reply_text(replies.failure(context.error))
     except TelegramError as exc:
         log.warning("could not report the error to the user: %s", exc)

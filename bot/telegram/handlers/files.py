@@ -6,8 +6,8 @@ from telegram import Update
 from telegram.constants import ChatType
 
 from bot.telegram import replies
-from bot.telegram.context import Context
 from bot.telegram.attachments import AUTO_KINDS, find_media
+from bot.telegram.context import Context
 
 
 async def on_media(update: Update, context: Context) -> None:
@@ -33,7 +33,7 @@ async def on_transcribe(update: Update, context: Context) -> None:
     target = message.reply_to_message
     media = find_media(target)
     if target is None or media is None:
-        await message.reply_text("Reply /transcribe to a voice, audio or video message.")
+        await message.reply_text(replies.TRANSCRIBE_USAGE)
         return
     await context.bot_data.pipeline.accept(target, media, user_id=user.id, explicit=True)
 

@@ -1,0 +1,55 @@
+"""What a model worker is configured with, wherever it runs: built from `Settings` in one place.
+
+A worker receives an `EngineConfig`, a small picklable value, rather than the settings,
+which hold the bot token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.asr.recognizer import RecognizerConfig
+from bot.settings import Settings
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """The bounds every file is decoded under (`bot.audio.decode`), whoever sent it."""
+
+    max_seconds: float
+    timeout: float
+    memory_mb: int
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything a worker needs to load its recognizer and decode files."""
+
+    model: str
+    attention: str
+    #: torch threads of one worker.
+    threads: int
+    recognizer: RecognizerConfig
+    limits: DecodeLimits
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineConfig:
+        return cls(
+            model=settings.asr_model,
+            attention=settings.asr_attention,
+            threads=settings.threads_per_worker(),
+            recognizer=RecognizerConfig(
+                device=settings.asr_device,
+                compute_type=settings.asr_compute_type,
+                batch_size=settings.asr_batch_size,
+                compile=settings.asr_compile,
+                cpu_kernels=settings.asr_cpu_kernels,
+                chunk_seconds=settings.asr_chunk_seconds,
+                stride_seconds=settings.asr_stride_seconds,
+            ),
+            limits=DecodeLimits(
+                max_seconds=settings.max_audio_seconds,
+                timeout=settings.ffmpeg_timeout_seconds,
+                memory_mb=settings.ffmpeg_memory_mb,
+            ),
+        )
