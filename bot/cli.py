@@ -170,7 +170,9 @@ def _transcribe_files(recognizer: Recognizer, decode_ahead: Callable[[Path], Fut
             result = recognizer.transcribe(audio, options)
             result = dataclasses.replace(result, decode_seconds=decoded)
         except VoiceBotError as exc:
-            print(f"error: {path}: {exc.user_message}", file=sys.stderr)
+            from bot.telegram.replies import failure
+
+            print(f"error: {path}: {failure(exc)}", file=sys.stderr)
             status = EXIT_BAD_INPUT
             continue
         if len(args.files) > 1 and not args.json:

@@ -1,21 +1,17 @@
-"""Domain errors shared by the audio, engine, executor and bot layers.
+"""Domain errors shared by the audio, engine, execution and bot layers.
 
-Each carries a `user_message` fit to show in a chat: the bot answers with it as is,
-so the wording here is what people read.
+They say what went wrong, with the facts an answer needs (a length, a limit, a wait), and
+never how to say it to a person: `bot.telegram.replies.failure` turns them into the words a
+chat shows. They pickle by state, so an error raised in a worker process arrives whole.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class VoiceBotError(Exception):
     """Base class: a failure the bot explains to the user instead of crashing."""
-
-    user_message = "Sorry, something went wrong while transcribing this file."
-
-    def __init__(self, detail: str = "", *, user_message: str | None = None) -> None:
-        super().__init__(detail or user_message or self.user_message)
-        if user_message is not None:
-            self.user_message = user_message
 
     def __reduce__(self) -> tuple[object, ...]:
         """Pickle by state, so errors raised in a worker process arrive intact in the bot."""
@@ -29,70 +25,68 @@ def _restore(cls: type[VoiceBotError], detail: str, state: dict[str, object]) ->
     return error
 
 
+#: Why a file could not be decoded: not audio at all (or damaged), a container without an
+#: audio stream, or a decode that ran out of time.
+DecodeProblem = Literal["unreadable", "no_audio", "too_slow"]
+
+
 class AudioDecodeError(VoiceBotError):
     """The file is corrupt, empty, not audio, or cannot be decoded safely."""
 
-    user_message = "I couldn't read any audio in this file. Is it a valid voice note, audio or video file?"
+    def __init__(self, detail: str = "", *, problem: DecodeProblem = "unreadable") -> None:
+        super().__init__(detail or problem)
+        self.problem = problem
 
 
 class AudioTooLongError(AudioDecodeError):
-    """The audio is longer than MAX_AUDIO_SECONDS."""
+    """The audio is longer than MAX_AUDIO_SECONDS (`duration` is past `limit` when decoding was cut off)."""
 
     def __init__(self, duration: float, limit: float) -> None:
+        super().__init__(f"audio is {duration:.0f}s, limit {limit:.0f}s")
         self.duration = duration
         self.limit = limit
-        # When decoding was cut off at the limit, the real length is unknown: say "longer than".
-        length = f"({format_duration(duration)})" if duration > limit + 1 else f"(over {format_duration(limit)})"
-        super().__init__(
-            f"audio is {duration:.0f}s, limit {limit:.0f}s",
-            user_message=f"This recording is too long {length}; I transcribe up to {format_duration(limit)}.",
-        )
+
+
+class FileTooBigError(VoiceBotError):
+    """The file is larger than MAX_FILE_MB (or than the Bot API lets a bot download)."""
+
+    def __init__(self, size_bytes: int, limit_mb: float) -> None:
+        super().__init__(f"file is {size_bytes} bytes, limit {limit_mb:g} MB")
+        self.size_bytes = size_bytes
+        self.limit_mb = limit_mb
+
+
+class RateLimitedError(VoiceBotError):
+    """The user has too many files in flight or sent too many this minute."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"user rate limit, retry after {retry_after:.0f}s")
+        self.retry_after = retry_after
 
 
 class FFmpegMissingError(VoiceBotError):
     """ffmpeg/ffprobe are not installed: a start-up error, not a per-request one."""
 
-    user_message = "The transcription service is misconfigured (ffmpeg is missing)."
-
 
 class ModelLoadError(VoiceBotError):
     """The configured ASR_MODEL could not be loaded."""
-
-    user_message = "The speech model could not be loaded."
 
 
 class ExecutorOverloadedError(VoiceBotError):
     """The job queue is full."""
 
     def __init__(self, retry_after: float = 30.0) -> None:
+        super().__init__("queue full")
         self.retry_after = retry_after
-        super().__init__(
-            "queue full",
-            user_message=f"I'm busy right now. Please try again in {max(1, round(retry_after))} s.",
-        )
 
 
 class JobCancelledError(VoiceBotError):
-    """The requester cancelled the job."""
-
-    user_message = "Transcription cancelled."
+    """The requester cancelled the job (or the bot is shutting down)."""
 
 
 class JobTimeoutError(VoiceBotError):
     """The job ran past ASR_JOB_TIMEOUT_SECONDS."""
 
-    user_message = "This transcription took too long and was stopped. Please try a shorter recording."
-
 
 class WorkerCrashedError(VoiceBotError):
     """A worker process died on this job twice (killed, out of memory)."""
-
-    user_message = "The transcription worker failed on this file. Please try again later."
-
-
-def format_duration(seconds: float) -> str:
-    """`42` -> `0:42`, `3725` -> `1:02:05`: how durations are shown in chats."""
-    total = max(0, int(round(seconds)))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

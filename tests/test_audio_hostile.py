@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from bot.audio import decode as audio
 from bot.audio.decode import SAMPLE_RATE, decode_audio, tool_argv
 from bot.errors import AudioDecodeError, AudioTooLongError
+from bot.telegram.replies import failure
 from tests.conftest import exits_within
 from tests.media import ffmpeg, make_silence, make_tone, make_video, probe
 
@@ -92,7 +93,7 @@ def assert_refused(path: Path) -> AudioDecodeError:
         decode_audio(path, max_seconds=600)
     assert not isinstance(caught.value, AudioTooLongError)
     for leak in ("ffmpeg", "ffprobe", "whitelist", str(path.parent)):
-        assert leak not in caught.value.user_message
+        assert leak not in failure(caught.value)
     return caught.value
 
 
@@ -138,7 +139,7 @@ def test_truncated_ogg_returns_the_part_that_decodes(tmp_path: Path, voice_note:
 def test_video_without_audio_track(tmp_path: Path) -> None:
     silent_film = make_video(tmp_path / "no-sound.mp4", 1.0, audio=False)
     error = assert_refused(silent_film)
-    assert "no audio track" in error.user_message
+    assert "no audio track" in failure(error)
     with pytest.raises(AudioDecodeError):
         probe(silent_film)
 
@@ -222,7 +223,7 @@ def test_three_hour_voice_note_is_refused_before_decoding(
     assert audio_spawns == []
     assert caught.value.duration == pytest.approx(THREE_HOURS, abs=1)
     assert caught.value.limit == 1800
-    assert "3:00:00" in caught.value.user_message
+    assert "3:00:00" in failure(caught.value)
 
 
 def test_voice_note_whose_pages_lie_is_cut_off_by_the_spares_output_cap(
@@ -300,7 +301,7 @@ def test_wall_clock_timeout_on_a_real_decode(three_hour_ogg: Path, caplog: pytes
     with caplog.at_level(logging.WARNING, logger="bot.audio.decode"):
         error = assert_refused_with(three_hour_ogg, max_seconds=4 * 3600, timeout=0.5)
     assert time.monotonic() - started < 3
-    assert "too long" in error.user_message
+    assert "too long" in failure(error)
     assert "timed out" in caplog.text
 
 
@@ -409,7 +410,7 @@ def test_ffmpeg_stderr_is_logged_not_shown(tmp_path: Path, caplog: pytest.LogCap
     with caplog.at_level(logging.INFO, logger="bot.audio.decode"):
         error = assert_refused(disguised)
     assert "not on whitelist" in caplog.text
-    assert "whitelist" not in str(error.user_message)
+    assert "whitelist" not in failure(error)
 
 
 # --- fuzzing --------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from bot.execution.config import EngineConfig
 from bot.execution.local.pool import ProcessPoolBackend
 from bot.execution.scheduler import Scheduler
 from bot.settings import Settings
+from bot.telegram.replies import failure
 from tests.media import ffmpeg, make_silence
 
 pytestmark = pytest.mark.slow
@@ -106,7 +107,7 @@ async def test_results_match_the_engine_and_errors_cross_processes(
         for audio in (broken, broken.read_bytes()):
             with pytest.raises(AudioDecodeError) as caught:
                 await pool.transcribe(request(tiny_model, audio))
-            assert "couldn't read any audio" in caught.value.user_message
+            assert "couldn't read any audio" in failure(caught.value)
         with pytest.raises(VoiceBotError, match="not 'another/model'"):
             await pool.transcribe(TranscriptionRequest(audio=speech_ogg, options=TextOptions(model="another/model")))
     finally:
@@ -190,7 +191,7 @@ async def test_fair_queue_and_bounded_queue(tiny_model: Path, speech_ogg: Path) 
         with pytest.raises(ExecutorOverloadedError) as overloaded:
             for _ in range(10):
                 pool.submit(request(tiny_model, speech_ogg), owner=3)
-        assert "try again in" in overloaded.value.user_message
+        assert "try again in" in failure(overloaded.value)
         await asyncio.gather(*tasks, return_exceptions=True)
         # One user's six files do not hold back another user's single one.
         assert finished.index("b") <= 2

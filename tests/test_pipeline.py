@@ -269,7 +269,7 @@ async def test_a_full_queue_and_a_failed_file_each_end_as_one_message(world: Wor
     world.transcriber.error = AudioDecodeError("not audio at all")
     broken = await world.send_voice(OTHER, OTHER)
     await world.finished()
-    assert [m.text for m in world.answers(broken)] == [AudioDecodeError.user_message]
+    assert [m.text for m in world.answers(broken)] == [replies.UNREADABLE]
 
     assert await world.storage.jobs.unfinished() == []
     assert await world.storage.transcripts.export_user(USER) == []

@@ -456,10 +456,7 @@ def _parse_probe(raw: bytes | bytearray, path: Path) -> AudioInfo:
     fmt = report.get("format") or {}
     audio = [s for s in report.get("streams") or [] if s.get("codec_type") == "audio"]
     if not audio:
-        raise AudioDecodeError(
-            f"no audio stream in {path.name}",
-            user_message="This file has no audio track, so there is nothing to transcribe.",
-        )
+        raise AudioDecodeError(f"no audio stream in {path.name}", problem="no_audio")
     duration = _seconds(fmt.get("duration")) or max(_seconds(s.get("duration")) for s in audio)
     return AudioInfo(duration=duration, format_name=str(fmt.get("format_name", "")))
 
@@ -764,10 +761,7 @@ def _text(raw: bytes | bytearray) -> str:
 
 def _timeout_error(tool: str, path: Path, stderr_tail: str) -> AudioDecodeError:
     logger.warning("%s timed out on %s; stderr tail: %s", tool, path, stderr_tail or "(empty)")
-    return AudioDecodeError(
-        f"{tool} took too long on {path.name}",
-        user_message="Reading this file took too long, so I stopped. Please try a shorter or simpler recording.",
-    )
+    return AudioDecodeError(f"{tool} took too long on {path.name}", problem="too_slow")
 
 
 def _require_success(result: _RunResult, path: Path, tool: str) -> None:

@@ -12,16 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from bot.errors import VoiceBotError
-from bot.telegram import replies
+from bot.errors import FileTooBigError
 from bot.telegram.delivery import Delivery
-
-
-class FileTooBigError(VoiceBotError):
-    """The file is larger than the Bot API (or MAX_FILE_MB) lets us download."""
-
-    def __init__(self, size_bytes: int, limit_mb: float) -> None:
-        super().__init__(f"file is {size_bytes} bytes", user_message=replies.too_big(size_bytes, limit_mb))
 
 
 def check_size(size_bytes: int | None, limit_mb: float) -> None:

@@ -26,7 +26,14 @@ from telegram import Bot, InlineKeyboardMarkup, Message
 from telegram.error import TelegramError
 
 from bot.asr.types import Progress, TextOptions, Transcription
-from bot.errors import AudioTooLongError, ExecutorOverloadedError, JobCancelledError, JobTimeoutError, VoiceBotError
+from bot.errors import (
+    AudioTooLongError,
+    ExecutorOverloadedError,
+    JobCancelledError,
+    JobTimeoutError,
+    RateLimitedError,
+    VoiceBotError,
+)
 from bot.execution.base import Transcriber, TranscriptionJob, TranscriptionRequest
 from bot.ops import metrics
 from bot.settings import Settings
@@ -48,13 +55,6 @@ CANCELLABLE_SECONDS = 30.0
 #: the 30 a second Telegram allows a bot (PTB's AIORateLimiter holds every call to that), so a
 #: long queue's position updates can't delay placeholders and transcripts.
 COSMETIC_CALLS_PER_SECOND = 10.0
-
-
-class RateLimitedError(VoiceBotError):
-    """The user has too many files in flight or sent too many this minute."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("user rate limit", user_message=replies.rate_limited(retry_after))
 
 
 @dataclass(eq=False)
@@ -101,14 +101,14 @@ class TranscriptionPipeline:
         except VoiceBotError as exc:
             log.info("refused file: %s", exc, extra={"user_id": user_id, "chat_id": chat.id, "outcome": "refused"})
             metrics.record_job("refused", latency_seconds=time.monotonic() - started)
-            await self.delivery.reply(chat.id, message.message_id, exc.user_message)
+            await self.delivery.reply(chat.id, message.message_id, replies.failure(exc))
             return
         wait = self.limiter.try_acquire(user_id)
         if wait is not None:
             error = RateLimitedError(wait)
             log.info("rate limited", extra={"user_id": user_id, "chat_id": chat.id, "outcome": "refused"})
             metrics.record_job("refused", latency_seconds=time.monotonic() - started)
-            await self.delivery.reply(chat.id, message.message_id, error.user_message)
+            await self.delivery.reply(chat.id, message.message_id, replies.failure(error))
             return
         await self._store(self.storage.preferences.upsert_chat(chat.id, chat_type=chat.type, title=chat.title))
         request = JobRequest(
@@ -231,7 +231,7 @@ class TranscriptionPipeline:
                 return  # the row stays queued/running
             outcome = "cancelled"
             await self._finish(running.job, JobStatus.CANCELLED, str(exc))
-            await self._tell(running, exc.user_message)
+            await self._tell(running, replies.failure(exc))
         except asyncio.CancelledError:
             # Only `drain` cancels job tasks, at shutdown: the row stays queued/running.
             outcome = "interrupted"
@@ -241,11 +241,11 @@ class TranscriptionPipeline:
             # Every worker busy and the queue full: a polite "try later", not a failure.
             outcome = "refused"
             log.info("job %s refused: %s", job.id, exc, extra={"job_id": job.id, "user_id": job.user_id})
-            await self._fail(running, str(exc), exc.user_message)
+            await self._fail(running, str(exc), replies.failure(exc))
         except VoiceBotError as exc:
             outcome = "timeout" if isinstance(exc, JobTimeoutError) else "failed"
             log.warning("job %s failed: %s", job.id, exc)
-            await self._fail(running, str(exc), exc.user_message)
+            await self._fail(running, str(exc), replies.failure(exc))
         except TelegramError as exc:
             outcome = "failed"
             log.warning("job %s: Telegram error: %s", job.id, exc)

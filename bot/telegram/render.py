@@ -16,7 +16,6 @@ from typing import TypeVar
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.asr.formats import build_cues
-from bot.errors import format_duration
 from bot.storage import MARK_CLOSE, MARK_OPEN, Page, SearchHit, TranscriptRecord, TranscriptSummary
 from bot.telegram import replies
 from bot.telegram.attachments import origin_name
@@ -107,7 +106,7 @@ def item_header(
         parts.append(replies.PRIVATE_CHAT_LABEL if chat_id > 0 else chat_title or replies.UNNAMED_GROUP)
     elif chat_label and scope.title is not None:
         parts.append(scope.title)
-    parts.append(format_duration(duration))
+    parts.append(replies.format_duration(duration))
     name = origin_name(forward_origin)
     if name:
         parts.append(replies.forwarded_from(name, short=True))
@@ -145,13 +144,13 @@ def export_txt(records: list[TranscriptRecord]) -> str:
         transcription = record.transcription
         header = [
             f"#{record.id} · {_utc(record.created_at, seconds=True)} UTC · {replies.export_chat(record.chat_id)} · "
-            f"{format_duration(transcription.duration)}"
+            f"{replies.format_duration(transcription.duration)}"
         ]
         name = origin_name(record.forward_origin)
         if name:
             header.append(replies.forwarded_from(name, short=False))
         cues = build_cues(transcription.words)
-        body = [f"[{format_duration(cue.start)}] {cue.text}" for cue in cues] or [transcription.text]
+        body = [f"[{replies.format_duration(cue.start)}] {cue.text}" for cue in cues] or [transcription.text]
         blocks.append("\n".join(header + [""] + body))
     return "\n\n\n".join(blocks) + "\n"
 

@@ -1,14 +1,25 @@
 """Everything the bot says in a chat: every sentence, label and button caption.
 
 Kept in one place so the wording can be read (and changed) as a whole; the layouts that put
-stored data around these words are in `bot.telegram.render`. Domain errors carry their own
-`user_message` (`bot.errors`, `bot.audio.decode`), which `failure` passes on as is.
+stored data around these words are in `bot.telegram.render`. Domain errors (`bot.errors`) carry
+only facts; `failure` says them.
 """
 
 from __future__ import annotations
 
 from bot.asr.types import Progress
-from bot.errors import VoiceBotError, format_duration
+from bot.errors import (
+    AudioDecodeError,
+    AudioTooLongError,
+    ExecutorOverloadedError,
+    FFmpegMissingError,
+    FileTooBigError,
+    JobCancelledError,
+    JobTimeoutError,
+    ModelLoadError,
+    RateLimitedError,
+    WorkerCrashedError,
+)
 from bot.telegram.delivery import MESSAGE_LIMIT
 
 # --- files and jobs -----------------------------------------------------------------------
@@ -62,9 +73,64 @@ def sent_as_file(words: int) -> str:
     return f"The transcript is long ({words} words), so here it is as a file."
 
 
+GENERIC_FAILURE = "Sorry, something went wrong while transcribing this file."
+UNREADABLE = "I couldn't read any audio in this file. Is it a valid voice note, audio or video file?"
+NO_AUDIO_TRACK = "This file has no audio track, so there is nothing to transcribe."
+DECODE_TOO_SLOW = "Reading this file took too long, so I stopped. Please try a shorter or simpler recording."
+CANCELLED = "Transcription cancelled."
+TIMED_OUT = "This transcription took too long and was stopped. Please try a shorter recording."
+WORKER_FAILED = "The transcription worker failed on this file. Please try again later."
+MISCONFIGURED = "The transcription service is misconfigured (ffmpeg is missing)."
+MODEL_FAILED = "The speech model could not be loaded."
+
+
+def too_long(duration: float, limit: float) -> str:
+    """The answer to audio over MAX_AUDIO_SECONDS; "over the limit" when decoding stopped there."""
+    length = f"({format_duration(duration)})" if duration > limit + 1 else f"(over {format_duration(limit)})"
+    return f"This recording is too long {length}; I transcribe up to {format_duration(limit)}."
+
+
+def busy(retry_after: float) -> str:
+    """The answer when every worker is busy and the queue is full."""
+    return f"I'm busy right now. Please try again in {max(1, round(retry_after))} s."
+
+
 def failure(error: BaseException | None) -> str:
-    """What to tell the user about a failure: a domain error's own message, else an apology."""
-    return error.user_message if isinstance(error, VoiceBotError) else VoiceBotError.user_message
+    """What to tell the user about a failure, from what the domain error says; else an apology."""
+    match error:
+        case AudioTooLongError(duration=duration, limit=limit):
+            return too_long(duration, limit)
+        case AudioDecodeError(problem="no_audio"):
+            return NO_AUDIO_TRACK
+        case AudioDecodeError(problem="too_slow"):
+            return DECODE_TOO_SLOW
+        case AudioDecodeError():
+            return UNREADABLE
+        case FileTooBigError(size_bytes=size, limit_mb=limit):
+            return too_big(size, limit)
+        case RateLimitedError(retry_after=wait):
+            return rate_limited(wait)
+        case ExecutorOverloadedError(retry_after=wait):
+            return busy(wait)
+        case JobCancelledError():
+            return CANCELLED
+        case JobTimeoutError():
+            return TIMED_OUT
+        case WorkerCrashedError():
+            return WORKER_FAILED
+        case FFmpegMissingError():
+            return MISCONFIGURED
+        case ModelLoadError():
+            return MODEL_FAILED
+    return GENERIC_FAILURE
+
+
+def format_duration(seconds: float) -> str:
+    """`42` -> `0:42`, `3725` -> `1:02:05`: how durations are shown in chats."""
+    total = max(0, int(round(seconds)))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def placeholder(duration: float | None, ahead: int) -> str:
