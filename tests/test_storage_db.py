@@ -49,6 +49,8 @@ def _schema_at(path: Path, version: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with raw(path) as conn:
         for migration in MIGRATIONS[:version]:
+            for function in migration.functions:
+                conn.create_function(function.name, function.arguments, function.function)
             for statement in migration.statements:
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {version}")
@@ -110,8 +112,10 @@ async def test_upgrade_from_version_1(db_path: Path, clock: FakeClock) -> None:
         assert await storage.preferences.auto_transcribe(GROUP) is False
         (old,) = await storage.transcripts.export_user(ALICE)
         assert old.transcription.text == "legacy walrus note"
-        assert old.transcription.words == (Word("legacy", 0.0, 0.4),)
-        assert old.transcription.options == TranscriptionOptions(chunk_seconds=30.0, stride_seconds=5.0)
+        assert old.transcription.words == (Word("Legacy", 0.0, 0.4),)
+        assert old.transcription.options == TranscriptionOptions(
+            chunk_seconds=30.0, stride_seconds=5.0, postprocess=("sentence_case",)
+        )
 
         found = await storage.search.find(ALICE, "walrus", chat_id=None, offset=0, limit=5)
         assert [hit.id for hit in found.items] == [old.id]
@@ -147,6 +151,30 @@ async def test_upgrade_from_version_2_keeps_the_cache_of_the_same_model(db_path:
         keys = dict(conn.execute("SELECT file_unique_id, text_options_key FROM transcripts"))
     assert keys == {"note-a": TextOptions(model="old-model").cache_key(),
                     "note-b": TextOptions(model="other/model ü").cache_key()}
+
+
+async def test_upgrade_from_version_3_post_processes_the_words_like_the_text(db_path: Path) -> None:
+    """Before version 4 words kept the model's capitals (subtitles re-cased them); after it they read
+    like their text, and the options say so. Rows that already name their steps are left alone."""
+    _schema_at(db_path, 3)
+    words = json.dumps([["HELLO", 0.0, 0.4], ["I", 0.5, 0.6], ["AM", 0.7, 0.9], ["HERE", 1.0, 1.3]])
+    with raw(db_path) as conn:
+        conn.execute("INSERT INTO users (id, created_at) VALUES (?, ?)", (ALICE, START))
+        for message_id, options in ((1, {"chunk_seconds": 30.0, "stride_seconds": 5.0}),
+                                    (2, {"chunk_seconds": 30.0, "stride_seconds": 5.0, "postprocess": []})):
+            conn.execute(
+                "INSERT INTO transcripts (user_id, chat_id, message_id, file_unique_id, duration, text, raw_text,"
+                " words, model, options, processing_seconds, created_at, text_options_key)"
+                " VALUES (?, ?, ?, 'f', 2.0, 'Hello I am here', 'HELLO I AM HERE', ?, 'm', ?, 0.3, ?, '')",
+                (ALICE, ALICE, message_id, words, json.dumps(options), START + message_id),
+            )
+
+    async with Storage.open(db_path) as storage:
+        cased, kept_raw = await storage.transcripts.export_user(ALICE)  # oldest first
+    assert [w.word for w in cased.transcription.words] == ["Hello", "I", "am", "here"]
+    assert cased.transcription.options.postprocess == ("sentence_case",)
+    assert [w.word for w in kept_raw.transcription.words] == ["HELLO", "I", "AM", "HERE"]
+    assert kept_raw.transcription.options.postprocess == ()
 
 
 async def test_a_failed_migration_changes_nothing(db_path: Path) -> None:

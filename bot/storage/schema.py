@@ -15,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.asr.types import TextOptions
+import json
+
+from bot.asr.postprocess import sentence_case_words
+from bot.asr.types import TextOptions, Word
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,45 @@ _V3_CACHE_KEYED_ON_TEXT_OPTIONS = Migration(
     functions=(SqlFunction("default_text_options_key", 1, _default_text_options_key),),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1_BASE_TABLES, _V2_FULL_TEXT_SEARCH, _V3_CACHE_KEYED_ON_TEXT_OPTIONS)
+def _sentence_cased_words(words_json: str) -> str:
+    """Stored words (`[[word, start, end], ...]`) in sentence case, like the text stored beside them."""
+    words = [Word(word, start, end) for word, start, end in json.loads(words_json)]
+    cased = [[w.word, w.start, w.end] for w in sentence_case_words(words)]
+    return json.dumps(cased, ensure_ascii=False, separators=(",", ":"))
+
+
+_V4_WORDS_POST_PROCESSED = Migration(
+    version=4,
+    name="words post-processed like the text",
+    statements=(
+        # Before version 4 only the text was sentence-cased and the words kept the model's
+        # capitals; subtitles and exports re-cased them. Now they are built from the words
+        # as stored, so older rows get the words their text had, and say which steps ran.
+        """
+        UPDATE transcripts
+        SET words = sentence_cased_words(words),
+            options = json_set(options, '$.postprocess', json('["sentence_case"]'))
+        WHERE json_type(options, '$.postprocess') IS NULL
+        """,
+    ),
+    functions=(SqlFunction("sentence_cased_words", 1, _sentence_cased_words),),
+)
+
+_V5_CHAT_LANGUAGE = Migration(
+    version=5,
+    name="chat language",
+    statements=(
+        # A chat's /language as written (`de`, `en,ru`); NULL is auto (detect).
+        "ALTER TABLE chats ADD COLUMN language TEXT",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _V1_BASE_TABLES,
+    _V2_FULL_TEXT_SEARCH,
+    _V3_CACHE_KEYED_ON_TEXT_OPTIONS,
+    _V4_WORDS_POST_PROCESSED,
+    _V5_CHAT_LANGUAGE,
+)
 
 SCHEMA_VERSION: int = MIGRATIONS[-1].version
