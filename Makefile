@@ -30,6 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || \
 	  $(BIN)/pip install -q --no-deps "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX)
 	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps openai-whisper==20250625
 	touch $@
 
 run: setup
@@ -40,7 +41,12 @@ lint: setup
 	$(BIN)/ruff check bot tests bench deploy
 	$(BIN)/mypy
 
-test: lint
+# The tests also run the cluster side on a local Ray: the `cluster` extra, for `make test` only.
+$(VENV)/.cluster: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[test,cluster]"
+	touch $@
+
+test: lint $(VENV)/.cluster
 	$(BIN)/python -m pytest -q
 
 bench: setup

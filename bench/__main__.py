@@ -25,7 +25,7 @@ from pathlib import Path
 from bench.common import BENCH_DIR, Options, Row, Section, ensure_base_model, machine_info
 
 #: Benchmark name -> module; run in this order (cheap and independent first, variants last).
-BENCHMARKS = ("decode", "engine", "throughput", "cold_start", "memory", "e2e", "history", "variants")
+BENCHMARKS = ("decode", "engine", "throughput", "cold_start", "memory", "e2e", "history", "punctuation", "ray", "whisper", "variants")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

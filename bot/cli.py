@@ -1,4 +1,4 @@
-"""Command line: `python -m bot run | transcribe FILE... | download-model`.
+"""Command line: `python -m bot run | transcribe FILE... | download-model | serve`.
 
 `transcribe` needs no Telegram token and no database: it decodes and transcribes in this
 process (no worker pool to start), which is the fastest way through one or a few files.
@@ -44,7 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--words", action="store_true", help="one line per word: start end word")
     output.add_argument("--srt", action="store_true", help="SubRip subtitles from the word times")
     transcribe.add_argument("--raw", action="store_true", help="print the model's raw text (before post-processing)")
-    commands.add_parser("download-model", help="fetch ASR_MODEL into the Hugging Face cache for offline use")
+    commands.add_parser("download-model", help="fetch ASR_MODEL (every model of ASR_MODELS, and PUNCTUATION_MODEL) "
+                        "into the Hugging Face cache for offline use")
+    serve = commands.add_parser(
+        "serve", help="serve OpenAI's /v1/audio/transcriptions on Ray Serve (needs the `cluster` extra)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     return parser
 
 
@@ -67,6 +73,8 @@ def main(argv: Sequence[str] | None = None, *, fast_exit: bool = False) -> int:
         return _run(settings)
     if args.command == "download-model":
         return _download(settings)
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port)
     try:
         status = _transcribe(settings, args)
         sys.stdout.flush()
@@ -87,9 +95,10 @@ def _run(settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_CONFIG
-    from bot.execution.local.forkserver import start_forkserver
+    if settings.asr_backend == "local":  # a cluster backend runs no model here
+        from bot.execution.local.forkserver import start_forkserver
 
-    start_forkserver()  # the workers' imports, on another core while this process imports the bot
+        start_forkserver()  # the workers' imports, on another core while this process imports the bot
     with collector_paused():
         from bot.app import run_bot
 
@@ -101,16 +110,47 @@ def _run(settings: Settings) -> int:
     return 0
 
 
-def _download(settings: Settings) -> int:
-    from bot.asr.loading import download_model, load_model
+def _serve(settings: Settings, host: str, port: int) -> int:
+    """The cluster side; Ray is imported only from here, so nothing else needs the extra."""
+    import importlib.util
 
-    try:
-        path = download_model(settings.asr_model)
-        load_model(str(path), attention=settings.asr_attention)
-    except Exception as exc:  # noqa: BLE001 - one line for any download failure
-        print(f"error: could not download ASR_MODEL={settings.asr_model!r}: {exc}".splitlines()[0], file=sys.stderr)
+    if importlib.util.find_spec("ray") is None:
+        print("error: `serve` needs Ray Serve: pip install -e '.[cluster]'", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    print(path)
+    from bot.execution.ray.app import serve_forever
+
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        serve_forever(settings, host=host, port=port)
+    except VoiceBotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return 0
+
+
+def _download(settings: Settings) -> int:
+    """Fetch and load-check every model the bot would load: ASR_MODELS' (or ASR_MODEL) and PUNCTUATION_MODEL."""
+    from bot.asr.loading import download_model, load_model
+    from bot.asr.punctuation import load_punctuator
+    from bot.asr.routing import models_to_load
+
+    for name in models_to_load(settings.model_table()):
+        try:
+            path = download_model(name)
+            load_model(str(path), attention=settings.asr_attention)
+        except Exception as exc:  # noqa: BLE001 - one line for any download failure
+            print(f"error: could not download ASR_MODEL={name!r}: {exc}".splitlines()[0], file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        print(path)
+    if settings.punctuation_model:
+        try:
+            path = download_model(settings.punctuation_model)
+            load_punctuator(str(path))
+        except Exception as exc:  # noqa: BLE001 - one line for any download failure
+            print(f"error: could not download PUNCTUATION_MODEL={settings.punctuation_model!r}: {exc}".splitlines()[0],
+                  file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        print(path)
     return 0
 
 

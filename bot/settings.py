@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.asr.routing import parse_models
+
 IdList = Annotated[frozenset[int], NoDecode]
 
 
@@ -62,9 +64,10 @@ class Settings(BaseSettings):
     asr_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the model runs: auto (CUDA when available), cpu or cuda."
     )
-    asr_backend: Literal["local"] = Field(
+    asr_backend: Literal["local", "ray"] = Field(
         default="local",
-        description="Where the model workers run: local (worker processes on this machine, the only backend so far).",
+        description="Where the model workers run: local (worker processes on this machine) or ray (a Ray Serve "
+        "cluster at ASR_SERVER_URL; the bot then loads no model).",
     )
     asr_workers: int = Field(default=1, ge=1, le=64, description="Model worker processes.")
     asr_threads_per_worker: int = Field(
@@ -104,6 +107,52 @@ class Settings(BaseSettings):
     )
     ffmpeg_timeout_seconds: float = Field(default=120.0, gt=0, description="ffmpeg is killed after this long.")
     ffmpeg_memory_mb: int = Field(default=1024, ge=384, description="Address-space limit of each ffmpeg process.")
+
+    # --- Languages, model routing and punctuation --------------------------------------
+    asr_models: str = Field(
+        default="",
+        description="Models per language, e.g. `en:facebook/wav2vec2-base-960h,*:openai/whisper-small`; `*` is "
+        "every other language and detection (default: ASR_MODEL). Each model is loaded once. Empty: ASR_MODEL only.",
+    )
+    punctuation_model: str | None = Field(
+        default=None,
+        description="Token-classification checkpoint (hub id or directory) that restores punctuation and casing of "
+        "CTC transcripts, e.g. `oliverguhr/fullstop-punctuation-multilang-large`. Empty: off.",
+    )
+
+    # --- Cluster (ASR_BACKEND=ray / python -m bot serve) ---------------------------------
+    asr_api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the cluster's transcription endpoint (`Authorization: Bearer ...`); "
+        "the bot sends it, `python -m bot serve` requires it. Empty: no token.",
+    )
+    asr_replica_cpus: float = Field(
+        default=1.0, gt=0, description="CPUs each Ray Serve model replica reserves (also its torch threads)."
+    )
+    asr_replica_gpus: float = Field(
+        default=0.0, ge=0, description="GPUs each model replica reserves; fractional (0.5) shares one GPU."
+    )
+    asr_max_ongoing_requests: int = Field(
+        default=1, ge=1, description="Jobs one model replica runs at once; more wait in Serve's queue."
+    )
+    asr_max_queued_requests: int = Field(
+        default=100, ge=-1, description="Jobs Serve queues for the replicas before answering 503; -1 = no limit."
+    )
+    asr_min_replicas: int = Field(default=1, ge=0, description="Fewest model replicas the autoscaler keeps.")
+    asr_max_replicas: int = Field(default=1, ge=1, description="Most model replicas the autoscaler starts.")
+    asr_target_ongoing_requests: float = Field(
+        default=1.0, gt=0, description="Jobs per replica the autoscaler aims for (it adds replicas above this)."
+    )
+    asr_server_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="With ASR_BACKEND=ray: base URL of the cluster's OpenAI-compatible endpoint "
+        "(`python -m bot serve`); the bot posts to its /v1/audio/transcriptions.",
+    )
+    asr_remote_concurrency: int = Field(
+        default=4, ge=1, le=1024,
+        description="With ASR_BACKEND=ray: jobs the bot keeps in flight at the cluster at once (the rest wait "
+        "in the bot's fair queue); about the replicas' total ongoing requests, so the order stays the bot's.",
+    )
 
     # --- Bot behaviour ----------------------------------------------------------------
     transcript_file_chars: int = Field(
@@ -154,15 +203,26 @@ class Settings(BaseSettings):
             return frozenset(int(part) for part in value.replace(" ", "").split(",") if part)
         return value
 
-    @field_validator("telegram_bot_token", "webhook_secret", mode="before")
+    @field_validator("asr_models")
+    @classmethod
+    def _check_models(cls, value: str) -> str:
+        """A wrong table fails at start-up, naming the entry, not on the first voice note."""
+        parse_models(value, default="")
+        return value
+
+    @field_validator("telegram_bot_token", "webhook_secret", "asr_api_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("webhook_url", "metrics_port", mode="before")
+    @field_validator("webhook_url", "metrics_port", "punctuation_model", mode="before")
     @classmethod
     def _empty_url_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    def model_table(self) -> dict[str, str]:
+        """ASR_MODELS as language -> model, `*` falling back to ASR_MODEL (`bot.asr.routing`)."""
+        return parse_models(self.asr_models, default=self.asr_model)
 
     def threads_per_worker(self) -> int:
         """The torch thread count each worker should use."""
@@ -179,5 +239,5 @@ def load_settings(**overrides: object) -> Settings:
         error = exc.errors()[0]
         name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
         value = error.get("input")
-        shown = "" if name in {"TELEGRAM_BOT_TOKEN", "WEBHOOK_SECRET"} else f" (got {value!r})"
+        shown = "" if name in {"TELEGRAM_BOT_TOKEN", "WEBHOOK_SECRET", "ASR_API_KEY"} else f" (got {value!r})"
         raise SettingsError(f"Invalid setting {name}: {error['msg']}{shown}") from None

@@ -33,6 +33,9 @@ from tests.fake_telegram import FakeTelegram, SentMessage
 from tests.media import convert, synth_speech
 from tests.model_factory import build_random_ctc_model
 
+#: The local Ray cluster fixtures (`ray_serve`, `asr_server`); they skip without the `cluster` extra.
+pytest_plugins = ["tests.ray_cluster", "tests.storage_support"]
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
 #: Chunking used by end-to-end tests: short, so a few seconds of speech spans several chunks.

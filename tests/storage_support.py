@@ -1,11 +1,14 @@
-"""What the storage tests share: a settable clock, sample rows, and a plain connection to the file."""
+"""What the storage tests share: a settable clock, sample rows, a plain connection to the file, and
+the `clock`, `db_path` and `storage` fixtures (a pytest plugin, registered in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from bot.asr.types import TextOptions, Transcription, TranscriptionOptions, Word
 from bot.storage import JobRequest, Storage
@@ -105,3 +108,19 @@ def job_status(path: Path, job_id: int) -> str | None:
     with raw(path) as conn:
         row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return None if row is None else str(row[0])
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "bot.sqlite3"
+
+
+@pytest.fixture
+async def storage(db_path: Path, clock: FakeClock) -> AsyncIterator[Storage]:
+    async with Storage.open(db_path, clock=clock) as opened:
+        yield opened

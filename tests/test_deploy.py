@@ -228,3 +228,37 @@ def test_compose_local_bot_api_server() -> None:
         "MAX_FILE_MB=2000",
     ):
         assert wiring in text
+
+
+# --- cluster (Ray Serve) ------------------------------------------------------------------
+
+
+def _serve_configs() -> list[dict[str, Any]]:
+    yaml = pytest.importorskip("yaml")
+    service = yaml.safe_load((DEPLOY / "ray" / "kuberay-rayservice.yaml").read_text())
+    assert service["kind"] == "RayService"
+    return [yaml.safe_load((DEPLOY / "ray" / "serve_config.yaml").read_text()),
+            yaml.safe_load(service["spec"]["serveConfigV2"])]
+
+
+def test_serve_configs_name_the_application_builder_and_real_settings() -> None:
+    import importlib
+
+    from bot.settings import Settings
+
+    for config in _serve_configs():
+        (app,) = config["applications"]
+        module, _, name = app["import_path"].partition(":")
+        assert callable(getattr(importlib.import_module(module), name))
+        unknown = set(app["args"]) - set(Settings.model_fields)
+        assert not unknown, f"serve config args that are no setting: {unknown}"
+
+
+def test_cluster_compose_gives_ray_shm_and_points_the_bot_at_the_head() -> None:
+    yaml = pytest.importorskip("yaml")
+    services = yaml.safe_load((DEPLOY / "docker-compose.cluster.yml").read_text())["services"]
+    for name in ("ray-head", "ray-worker", "ray-gpu-worker"):
+        assert services[name]["shm_size"], f"{name}: Ray's object store needs a large /dev/shm"
+    bot = services["bot"]["environment"]
+    assert bot["ASR_BACKEND"] == "ray" and bot["ASR_SERVER_URL"].endswith(":8000")
+    assert "python -m bot serve" in services["ray-head"]["command"]

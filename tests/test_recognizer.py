@@ -21,7 +21,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 from bot.asr.ctc import decoders
 from bot.asr.ctc.decoders import GreedyDecoder
 from bot.asr.ctc.recognizer import CTCRecognizer, emits_bare_capitals
-from bot.asr.loading import SharedModel, load_model
+from bot.asr.loading import SharedModel, checkpoint_family, load_model
 from bot.asr.postprocess import strip_special_tokens
 from bot.asr.recognizer import Recognizer, RecognizerConfig, build_recognizer
 from bot.asr.types import TextOptions, Transcription
@@ -56,8 +56,7 @@ def test_a_ctc_checkpoint_loads_whatever_its_directory_is_called(tiny_model: Pat
 @pytest.mark.parametrize(
     ("config", "kind"),
     [
-        (WhisperConfig(architectures=["WhisperForConditionalGeneration"]), "WhisperForConditionalGeneration"),
-        (WhisperConfig(), "model type 'whisper'"),  # saved without its architectures
+        (WhisperConfig(architectures=["WhisperForAudioClassification"]), "WhisperForAudioClassification"),
         (Wav2Vec2Config(architectures=["Wav2Vec2ForPreTraining"]), "Wav2Vec2ForPreTraining"),  # no CTC head
     ],
 )
@@ -68,8 +67,16 @@ def test_another_family_is_refused_before_any_weights_load(config: Any, kind: st
         load_model(str(directory))
     assert str(refused.value) == (
         f"ASR_MODEL={str(directory)!r} is a {kind} checkpoint; "
-        "this bot runs: CTC (a ...ForCTC head, such as Wav2Vec2ForCTC)"
+        "this bot runs: CTC (a ...ForCTC head, such as Wav2Vec2ForCTC); Whisper (WhisperForConditionalGeneration)"
     )
+
+
+@pytest.mark.parametrize("config", [WhisperConfig(architectures=["WhisperForConditionalGeneration"]),
+                                    WhisperConfig()])  # saved with or without its architectures
+def test_a_whisper_config_is_the_whisper_family_whatever_its_name(config: Any, tmp_path: Path) -> None:
+    directory = tmp_path / "wav2vec2-base-960h-ctc"
+    config.save_pretrained(directory)
+    assert checkpoint_family(str(directory)) == "whisper"
 
 
 def test_the_factory_refuses_a_family_without_a_recognizer(tiny_model: Path) -> None:

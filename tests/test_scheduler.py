@@ -316,3 +316,21 @@ async def test_workers_that_keep_dying_at_start_up_break_the_scheduler() -> None
     with pytest.raises(VoiceBotError):
         scheduler.submit(request("a"))
     await scheduler.shutdown()
+
+
+async def test_a_lost_attempt_s_late_result_never_settles_the_retried_job(started: Callable[..., Any]) -> None:
+    backend = FakeBackend(workers=2)
+    scheduler: Scheduler = await started(backend)
+    job = scheduler.submit(request("voice"))
+    backend.lose(0)  # the first attempt's stream broke; the retry runs on the other slot at once
+    assert backend.runs == [(0, "voice"), (1, "voice")]
+    await settle()  # slot 0 is restarted and ready again, idle
+
+    backend.events.job_done(0, job.id, transcription("late duplicate"))
+    backend.events.job_failed(0, job.id, WorkerCrashedError("late failure"))
+    assert job.position() == 0  # still running: the retry's result is the one that counts
+
+    backend.finish(1, "the retry")
+    assert (await job.result()).text == "the retry"
+    backend.events.job_done(1, job.id, transcription("after the end"))
+    assert (await job.result()).text == "the retry"

@@ -20,22 +20,6 @@ from tests.storage_support import ALICE, BOB, GROUP, START, FakeClock, add, job_
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "bot.sqlite3"
-
-
-@pytest.fixture
-async def storage(db_path: Path, clock: FakeClock) -> AsyncIterator[Storage]:
-    async with Storage.open(db_path, clock=clock) as opened:
-        yield opened
-
-
-@pytest.fixture
 async def database(db_path: Path, clock: FakeClock) -> AsyncIterator[Database]:
     db = await Database.open(db_path, clock=clock)
     try:

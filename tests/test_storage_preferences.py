@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from bot.storage import Storage
 from tests.storage_support import (
@@ -13,24 +10,12 @@ from tests.storage_support import (
     BOB,
     GROUP,
     TEXT_OPTIONS,
-    FakeClock,
     add,
     job_request,
     job_status,
     make_transcription,
     raw,
 )
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "bot.sqlite3"
-
-
-@pytest.fixture
-async def storage(db_path: Path) -> AsyncIterator[Storage]:
-    async with Storage.open(db_path, clock=FakeClock()) as opened:
-        yield opened
 
 
 async def test_settings_default_on_and_survive_chat_updates(storage: Storage) -> None:
@@ -49,6 +34,20 @@ async def test_settings_default_on_and_survive_chat_updates(storage: Storage) ->
     assert await storage.preferences.store_history(BOB) is True
     await storage.preferences.set_store_history(ALICE, True)
     assert await storage.preferences.store_history(ALICE) is True
+
+
+async def test_chat_language_defaults_to_auto_survives_chat_updates_and_is_forgotten(storage: Storage) -> None:
+    assert await storage.preferences.language(GROUP) is None
+    await storage.preferences.set_language(GROUP, "en,ru")
+    await storage.preferences.upsert_chat(GROUP, chat_type="supergroup", title="Renamed")
+    assert await storage.preferences.language(GROUP) == "en,ru"
+    assert await storage.preferences.auto_transcribe(GROUP) is True
+    await storage.preferences.set_language(GROUP, None)
+    assert await storage.preferences.language(GROUP) is None
+    await storage.preferences.set_language(ALICE, "de")  # a private chat: the user's own choice
+    assert await storage.preferences.language(ALICE) == "de"
+    await storage.preferences.forget_user(ALICE)
+    assert await storage.preferences.language(ALICE) is None
 
 
 async def test_forget_leaves_no_row_of_the_user(storage: Storage, db_path: Path) -> None:

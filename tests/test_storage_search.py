@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from bot.storage import MARK_CLOSE, MARK_OPEN, Storage
 from bot.storage.search import fts_query
 from bot.telegram.render import snippet_html
 from tests.storage_support import ALICE, FakeClock, add
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def storage(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Storage]:
-    async with Storage.open(tmp_path / "bot.sqlite3", clock=clock) as opened:
-        yield opened
 
 
 async def test_search_ranks_repeated_terms_higher(storage: Storage) -> None:

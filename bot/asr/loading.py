@@ -2,13 +2,14 @@
 
 The family is read from the checkpoint's config (its model type and the architectures it
 was saved as), never from its name: a directory called "whisper-…" holding a CTC model is
-a CTC model. Only CTC exists today (`facebook/wav2vec2-base-960h` by default; XLS-R
-fine-tunes, HuBERT or WavLM CTC models work alike); a family is one `Family` entry here
-plus its recognizer in `bot.asr.recognizer.build_recognizer`.
+a CTC model. Two families exist: CTC (`facebook/wav2vec2-base-960h` by default; XLS-R
+fine-tunes, HuBERT or WavLM CTC models work alike) and Whisper (`openai/whisper-*`); a
+family is one `Family` entry here plus its recognizer in `bot.asr.recognizer.build_recognizer`.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCTC, AutoProcessor
+from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
 from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
 from transformers.utils import logging as hf_logging
 
@@ -40,6 +41,8 @@ class Family:
 
 FAMILIES: Mapping[str, Family] = {
     "ctc": Family("CTC (a ...ForCTC head, such as Wav2Vec2ForCTC)", AutoModelForCTC, MODEL_FOR_CTC_MAPPING_NAMES),
+    "whisper": Family("Whisper (WhisperForConditionalGeneration)", AutoModelForSpeechSeq2Seq,
+                      {"whisper": "WhisperForConditionalGeneration"}),
 }
 
 
@@ -133,16 +136,22 @@ class SharedModel:
     config: Any
     state: dict[str, torch.Tensor]
     attention: str
+    #: A generating model's generation config (Whisper's language ids, alignment heads...); a config
+    #: alone does not carry it.
+    generation_config: Any = None
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel) -> SharedModel:
         state = {key: tensor.share_memory_() for key, tensor in loaded.model.state_dict().items()}
-        return cls(loaded.name, loaded.family, loaded.processor, loaded.model.config, state, loaded.attention)
+        return cls(loaded.name, loaded.family, loaded.processor, loaded.model.config, state, loaded.attention,
+                   getattr(loaded.model, "generation_config", None))
 
     def rebuild(self) -> LoadedModel:
         with torch.device("meta"):
             model = FAMILIES[self.family].model_class.from_config(self.config, attn_implementation=self.attention)
         model.load_state_dict(self.state, assign=True, strict=True)
+        if self.generation_config is not None:
+            model.generation_config = copy.deepcopy(self.generation_config)
         leftovers = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
         if leftovers:
             raise ModelLoadError(f"shared weights miss tensors: {leftovers[:3]}")

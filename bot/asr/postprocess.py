@@ -9,7 +9,7 @@ like the text: a later step (restored punctuation, say) is never undone by a for
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from bot.asr.types import TimedText, Word
@@ -53,7 +53,12 @@ def _sentence_case_step(timed: TimedText) -> TimedText:
 
 
 #: Every step by the name that options and stored results use.
-STEPS: Mapping[str, Step] = {"sentence_case": _sentence_case_step}
+STEPS: dict[str, Step] = {"sentence_case": _sentence_case_step}
+
+
+def register(name: str, step: Step) -> None:
+    """Add a step backed by a loaded model ("punctuate"): a worker registers it once it holds the model."""
+    STEPS[name] = step
 
 
 def postprocessor(names: Sequence[str]) -> Step:

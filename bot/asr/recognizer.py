@@ -62,4 +62,8 @@ def build_recognizer(loaded: LoadedModel, config: RecognizerConfig) -> Recognize
         from bot.asr.ctc.recognizer import CTCRecognizer
 
         return CTCRecognizer(loaded, config)
+    if loaded.family == "whisper":
+        from bot.asr.whisper.recognizer import WhisperRecognizer
+
+        return WhisperRecognizer(loaded, config)
     raise ModelLoadError(f"ASR_MODEL={loaded.name!r}: no recognizer runs the {loaded.family!r} model family")

@@ -6,6 +6,7 @@ that echo the options used, so a stored transcript says how it was made.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,6 +47,8 @@ class TextOptions:
     decoder: str = "greedy"
     hotwords: tuple[str, ...] = ()
     postprocess: tuple[str, ...] | None = None
+    #: With `language` None: detect, but only among these (empty: any language the model knows).
+    languages: tuple[str, ...] = ()
 
     def cache_key(self) -> str:
         """A stable string of every option: two requests with the same key give the same text."""
@@ -99,6 +102,19 @@ class Transcription:
         data = asdict(self)
         data["real_time_factor"] = self.real_time_factor
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Transcription:
+        """The inverse of `to_dict` (a result that crossed JSON): lists become tuples again, derived keys are dropped."""
+        options: dict[str, Any] = {
+            name: tuple(value) if isinstance(value, list) else value for name, value in data["options"].items()
+        }
+        fields = {field.name for field in dataclasses.fields(cls)} - {"words", "options"}
+        return cls(
+            **{name: data[name] for name in fields if name in data},
+            words=tuple(Word(**word) for word in data["words"]),
+            options=TranscriptionOptions(**options),
+        )
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.asr.recognizer import RecognizerConfig
+from bot.asr.routing import ANY, models_to_load
 from bot.settings import Settings
 
 
@@ -25,17 +26,25 @@ class DecodeLimits:
 class EngineConfig:
     """Everything a worker needs to load its recognizer and decode files."""
 
+    #: The model of every language without its own (`*` of ASR_MODELS, else ASR_MODEL).
     model: str
     attention: str
     #: torch threads of one worker.
     threads: int
     recognizer: RecognizerConfig
     limits: DecodeLimits
+    #: Every model a request may name (`TextOptions.model`), `model` first: each loaded once.
+    models: tuple[str, ...] = ()
+    #: The token-classification checkpoint that punctuates CTC transcripts, or None.
+    punctuation_model: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
+        table = settings.model_table()
         return cls(
-            model=settings.asr_model,
+            model=table[ANY],
+            models=models_to_load(table),
+            punctuation_model=settings.punctuation_model,
             attention=settings.asr_attention,
             threads=settings.threads_per_worker(),
             recognizer=RecognizerConfig(

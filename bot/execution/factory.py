@@ -21,7 +21,19 @@ def _local_backend(settings: Settings) -> ExecutionBackend:
     return ProcessPoolBackend(EngineConfig.from_settings(settings), workers=settings.asr_workers)
 
 
-_BACKENDS: dict[str, Callable[[Settings], ExecutionBackend]] = {"local": _local_backend}
+def _ray_backend(settings: Settings) -> ExecutionBackend:
+    from bot.execution.remote.backend import HttpBackend
+
+    return HttpBackend(
+        settings.asr_server_url,
+        slots=settings.asr_remote_concurrency,
+        api_key=settings.asr_api_key.get_secret_value() if settings.asr_api_key else None,
+        max_audio_seconds=settings.max_audio_seconds,
+        max_file_mb=settings.max_file_mb,
+    )
+
+
+_BACKENDS: dict[str, Callable[[Settings], ExecutionBackend]] = {"local": _local_backend, "ray": _ray_backend}
 
 
 def create_transcriber(settings: Settings, *, on_worker_restart: Callable[[], None] | None = None) -> Transcriber:

@@ -1,4 +1,4 @@
-"""Users' and chats' settings (automatic transcription, keeping history), and forgetting a user.
+"""Users' and chats' settings (automatic transcription, keeping history, language), and forgetting a user.
 
 Unknown users and chats have the defaults (both settings on), so a first message needs
 no row; a row is written when a setting or a chat's title is saved.
@@ -40,6 +40,26 @@ class Preferences:
                 "INSERT INTO chats (id, auto_transcribe) VALUES (?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET auto_transcribe = excluded.auto_transcribe",
                 (chat_id, int(enabled)),
+            )
+
+        await self._db.write(upsert)
+
+    async def language(self, chat_id: int) -> str | None:
+        """The chat's /language as written (`de`, `en,ru`), or None for auto (also for unknown chats).
+
+        A private chat's id is its user's id, so there it is the user's own choice.
+        """
+        value = await self._db.scalar("SELECT language FROM chats WHERE id = ?", (chat_id,))
+        return None if value is None else str(value)
+
+    async def set_language(self, chat_id: int, language: str | None) -> None:
+        """Fix the chat's language (or set, `en,ru`); None goes back to auto."""
+
+        async def upsert(tx: Connection) -> None:
+            await tx.execute(
+                "INSERT INTO chats (id, language) VALUES (?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET language = excluded.language",
+                (chat_id, language),
             )
 
         await self._db.write(upsert)

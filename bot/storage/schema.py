@@ -12,10 +12,9 @@ no time-zone parsing). Booleans are INTEGER 0/1 with a CHECK.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import json
 
 from bot.asr.postprocess import sentence_case_words
 from bot.asr.types import TextOptions, Word

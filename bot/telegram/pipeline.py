@@ -25,6 +25,7 @@ from typing import Literal, TypeVar
 from telegram import Bot, InlineKeyboardMarkup, Message
 from telegram.error import TelegramError
 
+from bot.asr.routing import AUTO, UnknownLanguageError, parse_choice, route
 from bot.asr.types import Progress, TextOptions, Transcription
 from bot.errors import (
     AudioTooLongError,
@@ -68,6 +69,8 @@ class _Running:
     #: The transcript is in (from the cache or the transcriber): too late to cancel.
     answered: bool = False
     latest: Progress | None = None
+    #: What the job asks for (its chat's language and model), set when it starts to run.
+    options: TextOptions | None = None
 
 
 class TranscriptionPipeline:
@@ -78,8 +81,9 @@ class TranscriptionPipeline:
         self.settings = settings
         self.storage = storage
         self.transcriber = transcriber
-        #: What every request asks for; the cache is keyed on it too, so a new ASR_MODEL misses it.
-        self.options = TextOptions(model=settings.asr_model)
+        #: The models by language (ASR_MODELS). What a job asks for follows its chat's /language
+        #: (`options_for`); the cache is keyed on it too, so a new model or language misses it.
+        self.models = settings.model_table()
         self.limiter = UserLimiter(
             per_minute=settings.user_jobs_per_minute, concurrent=settings.user_max_concurrent_jobs
         )
@@ -146,6 +150,21 @@ class TranscriptionPipeline:
         if placeholder is not None:
             await self._set_placeholder(running, placeholder.message_id)
         self._spawn(running)
+
+    async def options_for(self, chat_id: int) -> TextOptions:
+        """What a job of the chat asks for: the model and language its /language routes to (`bot.asr.routing`).
+
+        A choice that no longer parses (a language dropped from the list) counts as auto, and
+        a database failure too: the audio is still transcribed.
+        """
+        stored = await self._store(self.storage.preferences.language(chat_id))
+        try:
+            choice = parse_choice(stored)
+        except UnknownLanguageError as exc:
+            log.warning("chat %s: stored language %r: %s; detecting instead", chat_id, stored, exc)
+            choice = AUTO
+        routed = route(choice, self.models)
+        return TextOptions(model=routed.model, language=routed.language, languages=routed.languages)
 
     async def auto_transcribe(self, chat_id: int) -> bool:
         """Whether a group wants every voice note transcribed (the default)."""
@@ -215,7 +234,8 @@ class TranscriptionPipeline:
             if job.attempts >= MAX_ATTEMPTS:
                 raise VoiceBotError(f"gave up after {job.attempts} attempts")
             await self._claim(running)
-            result = await self._store(self.storage.transcripts.find_cached(job.file_unique_id, self.options))
+            running.options = await self.options_for(job.chat_id)
+            result = await self._store(self.storage.transcripts.find_cached(job.file_unique_id, running.options))
             if result is not None:
                 metrics.CACHE_HITS.inc()
                 outcome = "cached"
@@ -303,7 +323,7 @@ class TranscriptionPipeline:
             if running.cancel_requested:
                 raise JobCancelledError("cancelled before it started")
             running.handle = self.transcriber.submit(
-                TranscriptionRequest(audio=path, options=self.options),
+                TranscriptionRequest(audio=path, options=_options(running)),
                 owner=job.user_id,
                 on_progress=lambda update: setattr(running, "latest", update),
             )
@@ -341,7 +361,7 @@ class TranscriptionPipeline:
         note = ""
         if await self._keeps_history(job.user_id):
             try:
-                transcript_id = await self._save(job, result)
+                transcript_id = await self._save(job, result, _options(running))
             except StorageError as exc:
                 self._storage_failed(exc)
                 note = "\n\n" + replies.STORAGE_FAILED_NOTE
@@ -360,14 +380,14 @@ class TranscriptionPipeline:
             return
         await self._show(running, text + note, markup=buttons)
 
-    async def _save(self, job: Job, result: Transcription) -> int | None:
+    async def _save(self, job: Job, result: Transcription, options: TextOptions) -> int | None:
         """Store the transcript (and finish the job's row, in the same transaction); None when the
         row was gone or finished meanwhile, so nothing was stored."""
         if _persisted(job):
-            return await self.storage.jobs.complete(job.id, result, options=self.options)
+            return await self.storage.jobs.complete(job.id, result, options=options)
         return await self.storage.transcripts.add(
             user_id=job.user_id, chat_id=job.chat_id, message_id=job.message_id, file_unique_id=job.file_unique_id,
-            forward_origin=job.forward_origin, transcription=result, options=self.options,
+            forward_origin=job.forward_origin, transcription=result, options=options,
         )
 
     async def _fail(self, running: _Running, error: str, user_message: str) -> None:
@@ -449,6 +469,12 @@ class TranscriptionPipeline:
     async def _chat_action(self, chat_id: int) -> None:
         if self._cosmetic.try_take():
             await self.delivery.chat_action(chat_id)
+
+
+def _options(running: _Running) -> TextOptions:
+    """The job's options, set in `_run` before it is answered."""
+    assert running.options is not None
+    return running.options
 
 
 def _persisted(job: Job) -> bool:

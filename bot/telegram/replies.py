@@ -40,6 +40,8 @@ HELP = (
     "/privacy on|off – store my transcripts or not\n"
     "/transcribe – reply to a message to transcribe it\n"
     "/auto on|off – automatic transcription in this group (admins)\n"
+    "/language – the language I transcribe in this chat: /language de, /language en,ru (detect among "
+    "these) or /language auto (groups: admins)\n"
     "/help – this message"
 )
 
@@ -162,6 +164,36 @@ AUTO_OFF = "Automatic transcription is off; reply /transcribe to a message to tr
 
 def auto_state(enabled: bool) -> str:
     return f"Automatic transcription is {'on' if enabled else 'off'}. Admins: /auto on or /auto off."
+
+
+LANGUAGE_HOW = "Change it with /language de (one language), /language en,ru (detect among these) or /language auto."
+
+
+def language_state(choice: str, model: str) -> str:
+    """The answer to a bare /language: the chat's choice (`auto`, `de`, `en,ru`) and the model it runs on."""
+    return f"{_language_sentence(choice)} Model: {model}.\n{LANGUAGE_HOW}"
+
+
+def language_set(choice: str, model: str) -> str:
+    """The answer once /language changed the chat's choice."""
+    return f"Done. {_language_sentence(choice)} Model: {model}."
+
+
+def unknown_language(code: str) -> str:
+    """The answer to /language with a code that is not one of Whisper's."""
+    return (
+        f"I don't know the language code “{code[:20]}”. Write languages as two-letter codes, such as en, de, "
+        "fr, es, ru, uk, zh or ar (a few have three letters: haw, yue), several separated by commas "
+        "(/language en,ru), or /language auto to detect."
+    )
+
+
+def _language_sentence(choice: str) -> str:
+    if choice == "auto":
+        return "Language: detected for each message."
+    if "," in choice:
+        return f"Language: detected among {choice.replace(',', ', ')}."
+    return f"Language: {choice}."
 
 
 # --- stored transcripts: /history, /search, /export -----------------------------------------

@@ -1,7 +1,8 @@
 """The local execution backend: model workers as processes on this machine, sharing one copy of the weights.
 
-`ProcessPoolBackend` loads the model once in the parent, moves its weights to shared
-memory, and hands them to each worker, so N workers cost one copy of the weights.
+`ProcessPoolBackend` loads each model once in the parent (every model of ASR_MODELS, and
+the punctuation model), moves their weights to shared memory, and hands them to each
+worker, so N workers cost one copy of the weights.
 Workers are forked from a multiprocessing forkserver (`bot.execution.local.forkserver`)
 that imported torch, transformers and the engine once, so they share those pages instead
 of each importing its own copy; the worker's side is `bot.execution.local.worker`.
@@ -27,6 +28,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from bot.asr.loading import SharedModel, load_model
+from bot.asr.punctuation import Punctuator, load_punctuator
 from bot.execution.backend import BackendEvents
 from bot.execution.base import TranscriptionRequest
 from bot.execution.config import EngineConfig
@@ -70,7 +72,8 @@ class ProcessPoolBackend:
         #: reading it at once get the status and EOF (then 255). Forking polls every child
         #: (`Process.start` tidies up finished ones), so forking and reaping take turns.
         self._exit_status = threading.Lock()
-        self._shared: SharedModel | None = None
+        self._shared: tuple[SharedModel, ...] = ()
+        self._punctuator: Punctuator | None = None
         self._workers: dict[int, _Worker] = {}
         self._starting: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -81,7 +84,7 @@ class ProcessPoolBackend:
         return self._count
 
     async def open(self, events: BackendEvents) -> None:
-        """Load the model (once) and put its weights in shared memory.
+        """Load every model (once each) and put their weights in shared memory.
 
         The forkserver is started first (if `python -m bot run` has not already), so its
         imports run while this process loads the weights rather than after.
@@ -89,8 +92,14 @@ class ProcessPoolBackend:
         self._loop = asyncio.get_running_loop()
         self._events = events
         start_forkserver()
-        loaded = await asyncio.to_thread(load_model, self.config.model, attention=self.config.attention)
-        self._shared = SharedModel.from_loaded(loaded)
+        shared = []
+        for name in self.config.models or (self.config.model,):
+            loaded = await asyncio.to_thread(load_model, name, attention=self.config.attention)
+            shared.append(SharedModel.from_loaded(loaded))
+        self._shared = tuple(shared)
+        if self.config.punctuation_model:
+            punctuator = await asyncio.to_thread(load_punctuator, self.config.punctuation_model)
+            self._punctuator = punctuator.share_memory()
 
     def start_worker(self, slot: int) -> None:
         assert self._loop is not None
@@ -142,13 +151,21 @@ class ProcessPoolBackend:
         cancel_id = self._ctx.Value("q", -1, lock=False)
         process = self._ctx.Process(
             target=worker_main,
-            args=(child_end, cancel_id, self._shared, self.config),
+            args=(child_end, cancel_id, self.config),
             name=_process_name(slot),
             daemon=True,
         )
         with self._exit_status:
             process.start()
         child_end.close()
+        try:
+            # The weights go through the pipe, not the start arguments: every shared tensor is
+            # one file descriptor, and a forkserver start passes at most 256 (two models pass more).
+            parent_end.send((self._shared, self._punctuator))
+        except BaseException:
+            process.kill()
+            parent_end.close()
+            raise
         return process, parent_end, cancel_id
 
     async def _reap(self, worker: _Worker) -> None:

@@ -1,13 +1,18 @@
-"""The worker process side of the local backend: build the recognizer once, then serve jobs from one pipe.
+"""The worker process side of the local backend: build the recognizers once, then serve jobs from one pipe.
 
 Messages to the parent: ("ready",), ("progress", job_id, Progress),
 ("result", job_id, Transcription), ("error", job_id, VoiceBotError).
-From the parent: (job_id, TranscriptionRequest), or None to exit. A job is stopped
+From the parent: first (shared models, punctuator or None), then
+(job_id, TranscriptionRequest) per job, or None to exit. A job is stopped
 between chunks when the shared `cancel_id` holds its id.
 
 Every file is decoded here, by the hardened decoder under the configured limits: a path
 (the parent's own temporary file, same machine) in place, bytes from a private temporary
 file of the worker's own, so both go through exactly the same code.
+
+A worker holds one recognizer per model (ASR_MODELS) and runs each request on the one its
+`TextOptions.model` names. With a punctuation model, the "punctuate" step takes the place
+of "sentence_case" in the recognizers' default chains (`bot.asr.punctuation`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bot.asr import postprocess
 from bot.asr.loading import SharedModel
+from bot.asr.punctuation import Punctuator, with_punctuation
 from bot.asr.recognizer import Recognizer, build_recognizer
 from bot.asr.types import Transcription
 from bot.audio.decode import AudioDecoder
@@ -35,23 +42,36 @@ from bot.execution.config import EngineConfig
 log = logging.getLogger(__name__)
 
 
-def worker_main(conn: Connection, cancel_id: ctypes.c_longlong, shared: SharedModel, config: EngineConfig) -> None:
-    """Entry point of a worker process."""
+def worker_main(conn: Connection, cancel_id: ctypes.c_longlong, config: EngineConfig) -> None:
+    """Entry point of a worker process: its first message is the shared models, then jobs follow."""
     # A group-wide SIGTERM/Ctrl-C (systemd, a terminal) must not kill jobs mid-chunk: the
     # parent decides when workers stop, through the pipe, or by killing them.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     torch.set_num_threads(config.threads)
-    recognizer = build_recognizer(shared.rebuild(), config.recognizer)
+    shared: tuple[SharedModel, ...]
+    punctuator: Punctuator | None
+    try:
+        shared, punctuator = conn.recv()
+    except (EOFError, KeyboardInterrupt):
+        return
+    recognizers = {model.name: build_recognizer(model.rebuild(), config.recognizer) for model in shared}
     del shared
+    if punctuator is not None:
+        postprocess.register("punctuate", punctuator)
+        for recognizer in recognizers.values():
+            default = getattr(recognizer, "default_postprocess", None)
+            if default is not None:
+                recognizer.default_postprocess = with_punctuation(default)  # type: ignore[attr-defined]
     limits = config.limits
     with AudioDecoder(max_seconds=limits.max_seconds, timeout=limits.timeout, memory_mb=limits.memory_mb) as decoder:
         conn.send(("ready",))
-        _serve(conn, cancel_id, recognizer, decoder)
+        _serve(conn, cancel_id, recognizers, decoder)
 
 
-def _serve(conn: Connection, cancel_id: ctypes.c_longlong, recognizer: Recognizer, decoder: AudioDecoder) -> None:
+def _serve(conn: Connection, cancel_id: ctypes.c_longlong, recognizers: dict[str, Recognizer],
+           decoder: AudioDecoder) -> None:
     """Answer jobs until the parent says stop or goes away; while idle, the decoder has a spare ffmpeg ready."""
     while True:
         decoder.prepare()
@@ -63,7 +83,7 @@ def _serve(conn: Connection, cancel_id: ctypes.c_longlong, recognizer: Recognize
             return
         job_id, request = message
         try:
-            result = _transcribe(conn, job_id, request, cancel_id, recognizer, decoder)
+            result = _transcribe(conn, job_id, request, cancel_id, recognizers, decoder)
             conn.send(("result", job_id, result))
         except VoiceBotError as exc:
             conn.send(("error", job_id, exc))
@@ -73,7 +93,10 @@ def _serve(conn: Connection, cancel_id: ctypes.c_longlong, recognizer: Recognize
 
 
 def _transcribe(conn: Connection, job_id: int, request: TranscriptionRequest, cancel_id: ctypes.c_longlong,
-                recognizer: Recognizer, decoder: AudioDecoder) -> Transcription:
+                recognizers: dict[str, Recognizer], decoder: AudioDecoder) -> Transcription:
+    recognizer = recognizers.get(request.options.model)
+    if recognizer is None:
+        raise VoiceBotError(f"this worker runs {', '.join(map(repr, recognizers))}, not {request.options.model!r}")
     started = time.perf_counter()
     audio = _decode(decoder, request.audio)
     decode_seconds = time.perf_counter() - started

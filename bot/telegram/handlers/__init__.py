@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import BotCommand, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, TypeHandler, filters
 
-from bot.telegram.handlers import access, admin, buttons, commands, export, files, history, privacy, search
+from bot.telegram.handlers import access, admin, buttons, commands, export, files, history, language, privacy, search
 from bot.telegram.handlers.error_handler import on_error
 
 #: Shown by Telegram's command menu (registered with set_my_commands at start-up).
@@ -16,6 +16,7 @@ COMMANDS = [
     BotCommand("export", "All your transcripts as files"),
     BotCommand("transcribe", "Reply to a message to transcribe it"),
     BotCommand("auto", "Group: automatic transcription on/off"),
+    BotCommand("language", "Language of this chat: de, en,ru or auto"),
     BotCommand("privacy", "Store my transcripts: on/off"),
     BotCommand("forget", "Delete everything stored about you"),
 ]
@@ -40,6 +41,7 @@ def register(application: Application) -> None:
     application.add_handler(TypeHandler(Update, access.check_access), group=-1)
     application.add_handler(CommandHandler(["start", "help"], commands.on_help))
     application.add_handler(CommandHandler("auto", commands.on_auto))
+    application.add_handler(CommandHandler("language", language.on_language, filters=filters.UpdateType.MESSAGE))
     application.add_handler(CommandHandler("transcribe", files.on_transcribe))
     application.add_handler(CommandHandler("history", history.on_history, filters=new))
     application.add_handler(CommandHandler("search", search.on_search, filters=new))

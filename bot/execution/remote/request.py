@@ -1,0 +1,39 @@
+"""What one job looks like on the wire: the multipart form of `POST /v1/audio/transcriptions`.
+
+The audio goes as the file's bytes as downloaded (compressed), never as a path: the cluster
+shares no disk with the bot. The bot always asks for a stream of `verbose_json` events, so it
+gets progress while the job runs and, at the end, the whole `Transcription` (`x_voicebot`).
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from bot.asr.types import TextOptions
+
+TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
+HEALTH_PATH = "/healthz"
+
+
+def transcription_form(audio: bytes, options: TextOptions, *, filename: str = "audio") -> aiohttp.FormData:
+    """The form for one job: the audio, every text option, and a streamed verbose answer."""
+    form = aiohttp.FormData()
+    form.add_field("file", audio, filename=filename, content_type="application/octet-stream")
+    form.add_field("model", options.model)
+    if options.language is not None:
+        form.add_field("language", options.language)
+    form.add_field("response_format", "verbose_json")
+    form.add_field("timestamp_granularities[]", "word")
+    form.add_field("timestamp_granularities[]", "segment")
+    form.add_field("stream", "true")
+    form.add_field("decoder", options.decoder)
+    if options.hotwords:
+        form.add_field("hotwords", ",".join(options.hotwords))
+    if options.postprocess is not None:  # absent: the model's default chain; empty: no steps
+        form.add_field("postprocess", ",".join(options.postprocess))
+    return form
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The bearer token header, when the endpoint wants one."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}

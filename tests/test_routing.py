@@ -1,0 +1,96 @@
+"""Model routing and chat language choices: the pure functions of `bot.asr.routing`."""
+
+from __future__ import annotations
+
+import pytest
+from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+from bot.asr.languages import WHISPER_LANGUAGES, is_language
+from bot.asr.routing import (
+    AUTO,
+    LanguageChoice,
+    Route,
+    UnknownLanguageError,
+    models_to_load,
+    parse_choice,
+    parse_models,
+    route,
+)
+from bot.settings import Settings
+
+EN = "facebook/wav2vec2-base-960h"
+WHISPER = "openai/whisper-small"
+TABLE = parse_models(f"en:{EN},*:{WHISPER}", default="unused")
+
+
+def test_the_language_list_is_whispers() -> None:
+    assert WHISPER_LANGUAGES == tuple(LANGUAGES)
+    assert is_language("yue") and not is_language("xx") and not is_language("EN")
+
+
+@pytest.mark.parametrize(("text", "choice"), [
+    (None, AUTO), ("", AUTO), ("auto", AUTO), (" AUTO ", AUTO),
+    ("de", LanguageChoice(language="de")), ("DE", LanguageChoice(language="de")),
+    ("en,ru", LanguageChoice(among=("en", "ru"))), ("en, ru", LanguageChoice(among=("en", "ru"))),
+    ("en ru en", LanguageChoice(among=("en", "ru"))), ("en,", LanguageChoice(language="en")),
+    ("ru,ru", LanguageChoice(language="ru")), (",", AUTO),
+])
+def test_parse_choice(text: str | None, choice: LanguageChoice) -> None:
+    assert parse_choice(text) == choice
+    assert parse_choice(str(choice)) == choice  # what is stored reads back the same
+
+
+def test_choices_are_written_as_users_type_them() -> None:
+    assert [str(parse_choice(text)) for text in ("auto", "de", "en, ru")] == ["auto", "de", "en,ru"]
+
+
+@pytest.mark.parametrize(("text", "code"), [("xx", "xx"), ("en,klingon", "klingon"), ("english", "english")])
+def test_unknown_codes_name_the_first_bad_one(text: str, code: str) -> None:
+    with pytest.raises(UnknownLanguageError) as caught:
+        parse_choice(text)
+    assert caught.value.code == code
+
+
+def test_parse_models() -> None:
+    assert TABLE == {"en": EN, "*": WHISPER}
+    assert parse_models("", default=EN) == {"*": EN}
+    assert parse_models(" DE : some/german-ctc , ", default=EN) == {"de": "some/german-ctc", "*": EN}
+    assert parse_models("en:/models/a dir", default=EN)["en"] == "/models/a dir"
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("en", "not language:model"), ("en:", "not language:model"), (":x", "not language:model"),
+    ("xx:model", "not a Whisper language code"), ("en:a,en:b", "named twice"),
+])
+def test_parse_models_refuses_bad_tables(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_models(spec, default=EN)
+
+
+def test_settings_refuse_a_bad_table_and_default_to_asr_model() -> None:
+    with pytest.raises(ValueError, match="named twice"):
+        Settings(asr_models="en:a,en:b")
+    assert Settings(asr_model="m").model_table() == {"*": "m"}
+    assert Settings(asr_model="m", asr_models="fr:f").model_table() == {"fr": "f", "*": "m"}
+
+
+def test_models_to_load_are_distinct_and_start_with_the_detecting_one() -> None:
+    assert models_to_load({"en": EN, "de": EN, "*": WHISPER}) == (WHISPER, EN)
+    assert models_to_load({"*": EN, "en": EN}) == (EN,)
+
+
+def test_a_fixed_language_runs_on_its_own_model_or_the_fallback() -> None:
+    assert route(parse_choice("en"), TABLE) == Route(EN, "en", ())
+    assert route(parse_choice("de"), TABLE) == Route(WHISPER, "de", ())
+
+
+def test_auto_runs_on_the_detecting_model() -> None:
+    assert route(AUTO, TABLE) == Route(WHISPER, None, ())
+    assert route(AUTO, {"*": EN}) == Route(EN, None, ())
+
+
+def test_a_restricted_set_detects_unless_one_model_covers_it() -> None:
+    assert route(parse_choice("en,ru"), TABLE) == Route(WHISPER, None, ("en", "ru"))
+    assert route(parse_choice("de,fr"), TABLE) == Route(WHISPER, None, ("de", "fr"))
+    shared = {"en": EN, "de": EN, "*": WHISPER}
+    assert route(parse_choice("en,de"), shared) == Route(EN, None, ("en", "de"))
