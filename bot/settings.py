@@ -83,9 +83,10 @@ class Settings(BaseSettings):
         default=900.0, gt=0, description="A transcription running longer than this is killed and reported."
     )
     asr_queue_size: int = Field(default=200, ge=1, description="Most jobs waiting for a worker at once (all users).")
-    asr_compute_type: Literal["float32", "bfloat16", "float16", "int8"] = Field(
-        default="float32",
-        description="float32 is exact; bfloat16/float16/int8 are faster opt-in modes that may change words.",
+    asr_compute_type: Literal["auto", "float32", "bfloat16", "float16", "int8"] = Field(
+        default="auto",
+        description="auto: float16 on CUDA, bfloat16 on CPUs with AMX-BF16/AVX512-BF16, else float32 (exact); "
+        "bfloat16/float16/int8 are faster modes that may change words.",
     )
     asr_attention: Literal["sdpa", "eager"] = Field(
         default="sdpa", description="Attention kernel: sdpa (PyTorch fused attention) or eager (reference)."

@@ -13,7 +13,7 @@ loading the model stack; the implementations are imported when one is built.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from bot.asr.types import Progress, TextOptions, Transcription
@@ -30,7 +30,7 @@ class RecognizerConfig:
     """How a recognizer runs (speed and memory), as opposed to what text it makes (`TextOptions`)."""
 
     device: str = "auto"
-    compute_type: str = "float32"
+    compute_type: str = "auto"
     batch_size: int = 1
     compile: bool = False
     cpu_kernels: str = "tuned"
@@ -57,7 +57,15 @@ class Recognizer(Protocol):
 
 
 def build_recognizer(loaded: LoadedModel, config: RecognizerConfig) -> Recognizer:
-    """The recognizer for a loaded checkpoint's family, set up as `config` says."""
+    """The recognizer for a loaded checkpoint's family, set up as `config` says.
+
+    "auto" device and compute type are resolved here, once, so every family runs (and its
+    results echo) the concrete choice.
+    """
+    from bot.asr.hardware import resolve_compute_type, resolve_device
+
+    device = resolve_device(config.device)
+    config = replace(config, device=device, compute_type=resolve_compute_type(config.compute_type, device))
     if loaded.family == "ctc":
         from bot.asr.ctc.recognizer import CTCRecognizer
 

@@ -20,6 +20,7 @@ import torch
 from bot.asr.chunking import Chunk, align, plan_chunks
 from bot.asr.ctc.cpu_kernels import tune_for_cpu
 from bot.asr.ctc.decoders import CTCDecoder, make_decoder
+from bot.asr.hardware import resolve_device
 from bot.asr.loading import LoadedModel
 from bot.asr.postprocess import postprocessor
 from bot.asr.recognizer import RecognizerConfig
@@ -27,15 +28,6 @@ from bot.asr.types import Progress, TextOptions, TimedText, Transcription, Trans
 from bot.errors import JobCancelledError, ModelLoadError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(device: str) -> str:
-    """`auto` means CUDA when torch sees a GPU, else the CPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("ASR_DEVICE=cuda but torch sees no CUDA device (is a CUDA build of torch installed?)")
-    return device
 
 
 def emits_bare_capitals(tokenizer: Any) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bot.asr.ctc.recognizer import resolve_device
+from bot.asr.hardware import resolve_device
 from bot.asr.loading import LoadedModel
 from bot.asr.postprocess import postprocessor
 from bot.asr.recognizer import RecognizerConfig
