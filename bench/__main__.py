@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import BENCH_DIR, Options, Row, Section, ensure_base_model, machine_info
+from bench.common import BENCH_DIR, Options, Row, Section, ensure_base_model, machine_info, machine_line
 
 #: Benchmark name -> module; run in this order (cheap and independent first, variants last).
 BENCHMARKS = ("decode", "engine", "throughput", "cold_start", "memory", "e2e", "history", "punctuation", "ray", "whisper", "variants")
@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(model_dir=model_dir, quick=args.quick, threads=args.threads)
     machine = machine_info(args.threads)
     print(f"bench: {', '.join(args.names)} | model {model_dir} | {'quick' if args.quick else 'full'} | "
-          f"{machine['cpu_model']}, {machine['logical_cpus']} CPUs, torch {machine['torch']}, "
-          f"{args.threads} threads, load {machine['loadavg_at_start']}", flush=True)
+          f"{machine_line(machine)}, {args.threads} threads, load {machine['loadavg_at_start']}", flush=True)
 
     began = time.perf_counter()
     stall_at_start = _cpu_stall_us()
@@ -103,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         section.data["elapsed_seconds"] = elapsed
         results[name] = section.data
         rows.extend(section.rows)
-        print(f"\n{_table(section.rows)}\n({name}: {elapsed:.0f} s{contention})\n", flush=True)
+        print(f"\n{_table(section.rows)}\n({name}: {elapsed:.0f} s{contention}; {machine_line(machine)})\n",
+              flush=True)
 
     machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     total = time.perf_counter() - began
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print("=" * 40 + " all results " + "=" * 40)
+    print(machine_line(machine))
     print(_table(rows))
     verdicts = [row.verdict for row in rows]
     print(f"\n{verdicts.count('PASS')} PASS, {verdicts.count('FAIL')} FAIL; {total / 60:.1f} min; "

@@ -119,6 +119,14 @@ def not_run(bench: str, why: str) -> Section:
 # ----------------------------------------------------------------------------------------
 
 
+def machine_line(machine: dict[str, Any]) -> str:
+    """The CPU, its relevant flags and torch's capability report: printed beside every table, so
+    figures from different machines are never compared blind."""
+    flags = ", ".join(machine["cpu_flags"]) or "none of avx2/avx512/vnni/bf16/amx"
+    return (f"{machine['cpu_model']} ({flags}; torch CPU capability {machine['torch_cpu_capability']}), "
+            f"{machine['logical_cpus']} CPUs, torch {machine['torch']}")
+
+
 def native_bf16(support: dict[str, Any]) -> bool:
     """Whether the CPU support torch reports (bench.child's `_cpu_support`) includes native bf16."""
     return support.get("avx512_bf16") is True or support.get("amx_tile") is True
@@ -333,8 +341,13 @@ def machine_info(threads: int) -> dict[str, Any]:
         except PackageNotFoundError:
             return "absent"
 
+    capability = subprocess.run(
+        [PYTHON, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        capture_output=True, text=True, timeout=120,
+    ).stdout.strip() or "unknown"
     return {
         "cpu_model": model,
+        "torch_cpu_capability": capability,
         "logical_cpus": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)),
         "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile",
