@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.asr.types import TextOptions, Transcription, TranscriptionOptions, Word
-from bot.storage import JobRequest, Storage
+from bot.storage import CacheKey, JobRequest, Storage
 
 START = 1_700_000_000.0
 GROUP = -100_123
@@ -21,6 +21,8 @@ MODEL = "facebook/wav2vec2-base-960h"
 OPTIONS = TranscriptionOptions(chunk_seconds=20.0, stride_seconds=2.5, device="cpu", batch_size=2)
 #: What a request for the default model asks for.
 TEXT_OPTIONS = TextOptions(model=MODEL)
+#: Its cache key on a bot without a punctuation model.
+KEY = CacheKey(TEXT_OPTIONS, punctuation_model=None)
 
 
 class FakeClock:
@@ -37,7 +39,12 @@ class FakeClock:
 
 
 def make_transcription(
-    text: str, *, duration: float = 3.0, processing_seconds: float = 0.5, model: str = MODEL
+    text: str,
+    *,
+    duration: float = 3.0,
+    processing_seconds: float = 0.5,
+    model: str = MODEL,
+    language: str | None = None,
 ) -> Transcription:
     words = tuple(Word(w, round(i * 0.5, 3), round(i * 0.5 + 0.4, 3)) for i, w in enumerate(text.split()))
     return Transcription(
@@ -48,6 +55,7 @@ def make_transcription(
         model=model,
         options=OPTIONS,
         processing_seconds=processing_seconds,
+        language=language,
     )
 
 
@@ -74,9 +82,10 @@ async def add(
     chat_id: int | None = None,
     message_id: int = 1,
     file_unique_id: str = "uniq",
-    options: TextOptions = TEXT_OPTIONS,
+    key: CacheKey = KEY,
     duration: float = 3.0,
     processing_seconds: float = 0.5,
+    language: str | None = None,
 ) -> int:
     """Store a transcript the way the pipeline does for work without a job row."""
     return await storage.transcripts.add(
@@ -86,9 +95,9 @@ async def add(
         file_unique_id=file_unique_id,
         forward_origin=None,
         transcription=make_transcription(
-            text, duration=duration, processing_seconds=processing_seconds, model=options.model
+            text, duration=duration, processing_seconds=processing_seconds, model=key.options.model, language=language
         ),
-        options=options,
+        key=key,
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bot.asr.types import TextOptions, Transcription, TranscriptionOptions, Word
-from bot.storage import Storage
+from bot.storage import CacheKey, Storage
 from bot.telegram import replies
 from tests.conftest import BotProcess, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
@@ -51,7 +51,7 @@ async def seed(path: Path, items: list[tuple[int, int, str]]) -> list[int]:
             ids.append(await storage.transcripts.add(
                 user_id=user_id, chat_id=chat_id, message_id=100 + index, file_unique_id=f"seed-{index}",
                 forward_origin=ORIGIN if "forwarded" in text else None, transcription=transcription(text),
-                options=TextOptions(model="tiny"),
+                key=CacheKey(TextOptions(model="tiny"), punctuation_model=None),
             ))
     return ids
 

@@ -109,6 +109,7 @@ class FakeTranscriber:
         transcription = Transcription(
             text=self.text, raw_text=self.text.upper(), words=words, duration=5.0, model=request.options.model,
             options=TranscriptionOptions(chunk_seconds=20.0, stride_seconds=2.5), processing_seconds=0.25,
+            language=request.options.language,
         )
         job = FakeJob(len(self.submitted) + 1, transcription, self.error, self.hold)
         self.submitted.append(Submitted(
@@ -212,6 +213,26 @@ async def test_the_cache_answers_the_same_file_only_for_the_same_text_options(wo
     await world.finished(other_model)
     assert [s.request.options.model for s in world.transcriber.submitted] == ["tiny/model-a", "tiny/model-b"]
     assert [m.text for m in world.answers(third)] == ["Transcribed by the other model."]
+
+
+async def test_turning_punctuation_on_transcribes_a_cached_file_again(world: World) -> None:
+    """PUNCTUATION_MODEL changes the text without being a request's option: a file transcribed while it
+    was off is not answered from the cache once it is on; the punctuated copy then is, language and all."""
+    for chat_id in (USER, OTHER):
+        await world.storage.preferences.set_language(chat_id, "en")
+    await world.send_voice(file_unique_id="same-content")
+    await world.finished()
+
+    punctuating = world.make_pipeline(punctuation_model="models/punctuation")
+    world.transcriber.text = punctuated = "Hello, from the punctuating transcriber."
+    for chat_id in (OTHER, USER):
+        again = await world.send_voice(chat_id, chat_id, file_unique_id="same-content", pipeline=punctuating)
+        await world.finished(punctuating)
+        assert [m.text for m in world.answers(again)] == [punctuated]
+    assert len(world.transcriber.submitted) == 2  # the second punctuated request came from the cache
+    records = await world.storage.transcripts.export_user(USER)
+    assert [(r.transcription.text, r.transcription.language) for r in records] == [(TEXT, "en"), (punctuated, "en")]
+    assert [r.transcription.processing_seconds for r in records] == [0.25, 0.0]
 
 
 async def test_a_job_cancelled_while_it_waits_is_never_downloaded_or_run(world: World) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 import bot.storage.db as db_module
 from bot.asr.types import TextOptions, TranscriptionOptions, Word
-from bot.storage import Storage, StorageError
+from bot.storage import CacheKey, Storage, StorageError
 from bot.storage.db import Connection, Database
 from bot.storage.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.storage_support import ALICE, BOB, GROUP, START, FakeClock, add, job_request, raw
@@ -125,16 +125,20 @@ async def test_upgrade_from_version_2_keeps_the_cache_of_the_same_model(db_path:
                  START),
             )
 
+    def key(options: TextOptions) -> CacheKey:
+        return CacheKey(options, punctuation_model=None)
+
     async with Storage.open(db_path) as storage:
         for file_unique_id, model in (("note-a", "old-model"), ("note-b", "other/model ü")):
-            hit = await storage.transcripts.find_cached(file_unique_id, TextOptions(model=model))
+            hit = await storage.transcripts.find_cached(file_unique_id, key(TextOptions(model=model)))
             assert hit is not None and hit.text == "old text" and hit.model == model
-        assert await storage.transcripts.find_cached("note-a", TextOptions(model="new-model")) is None
-        assert await storage.transcripts.find_cached("note-a", TextOptions(model="old-model", language="de")) is None
+        assert await storage.transcripts.find_cached("note-a", key(TextOptions(model="new-model"))) is None
+        german = key(TextOptions(model="old-model", language="de"))
+        assert await storage.transcripts.find_cached("note-a", german) is None
     with raw(db_path) as conn:
         keys = dict(conn.execute("SELECT file_unique_id, text_options_key FROM transcripts"))
-    assert keys == {"note-a": TextOptions(model="old-model").cache_key(),
-                    "note-b": TextOptions(model="other/model ü").cache_key()}
+    assert keys == {"note-a": key(TextOptions(model="old-model")).encode(),
+                    "note-b": key(TextOptions(model="other/model ü")).encode()}
 
 
 async def test_upgrade_from_version_3_post_processes_the_words_like_the_text(db_path: Path) -> None:
@@ -159,6 +163,57 @@ async def test_upgrade_from_version_3_post_processes_the_words_like_the_text(db_
     assert cased.transcription.options.postprocess == ("sentence_case",)
     assert [w.word for w in kept_raw.transcription.words] == ["HELLO", "I", "AM", "HERE"]
     assert kept_raw.transcription.options.postprocess == ()
+
+
+async def test_upgrade_from_version_5_stores_languages_and_keys_on_the_punctuation_model(db_path: Path) -> None:
+    """Version 6 adds the language of the text (a requested one is known for old rows, a detected one
+    was never stored) and names the punctuation model in the cache key. Old transcripts that were not
+    punctuated get "no punctuation", which is exact: a bot still without PUNCTUATION_MODEL keeps its
+    cache, one that turned it on transcribes them again. A punctuated one does not say by which model:
+    it stays in the history and answers no lookup."""
+    _schema_at(db_path, 5)
+    # Keys as versions 3 to 5 wrote them (`TextOptions.cache_key()` of the day); "before-languages"
+    # is from before TextOptions had `languages`, and reads as the default (no restriction).
+    v5_key = '{"decoder":"greedy","hotwords":[],"language":%s,"languages":[],"model":"m","postprocess":null}'
+    rows = (
+        ("bare", v5_key % "null", {"postprocess": ["sentence_case"]}),
+        ("german", v5_key % '"de"', {"postprocess": ["sentence_case"], "language": "de"}),
+        ("punctuated", v5_key % "null", {"postprocess": ["punctuate"]}),
+        ("before-languages", '{"decoder":"greedy","hotwords":[],"language":null,"model":"m","postprocess":null}',
+         {"postprocess": ["sentence_case"]}),
+    )
+    with raw(db_path) as conn:
+        conn.execute("INSERT INTO users (id, created_at) VALUES (?, ?)", (ALICE, START))
+        for message_id, (file_unique_id, key, options) in enumerate(rows):
+            conn.execute(
+                "INSERT INTO transcripts (user_id, chat_id, message_id, file_unique_id, duration, text, raw_text,"
+                " words, model, options, processing_seconds, created_at, text_options_key)"
+                " VALUES (?, ?, ?, ?, 2.0, ?, 'OLD', '[]', 'm', ?, 0.3, ?, ?)",
+                (ALICE, ALICE, message_id, file_unique_id, f"old {file_unique_id}",
+                 json.dumps({"chunk_seconds": 30.0, "stride_seconds": 5.0, **options}), START + message_id, key),
+            )
+
+    bare = CacheKey(TextOptions(model="m"), punctuation_model=None)
+    german = CacheKey(TextOptions(model="m", language="de"), punctuation_model=None)
+    punctuated = CacheKey(TextOptions(model="m"), punctuation_model="models/punctuation")
+    async with Storage.open(db_path) as storage:
+        for file_unique_id, key in (("bare", bare), ("german", german), ("before-languages", bare)):
+            hit = await storage.transcripts.find_cached(file_unique_id, key)
+            assert hit is not None and hit.text == f"old {file_unique_id}"
+            assert hit.language == ("de" if file_unique_id == "german" else None)
+            now_punctuated = CacheKey(key.options, punctuation_model="models/punctuation")
+            assert await storage.transcripts.find_cached(file_unique_id, now_punctuated) is None
+        assert await storage.transcripts.find_cached("punctuated", bare) is None
+        assert await storage.transcripts.find_cached("punctuated", punctuated) is None
+        records = await storage.transcripts.export_user(ALICE)
+        assert [(r.file_unique_id, r.transcription.language) for r in records] == [
+            ("bare", None), ("german", "de"), ("punctuated", None), ("before-languages", None)
+        ]
+    with raw(db_path) as conn:
+        keys = dict(conn.execute("SELECT file_unique_id, text_options_key FROM transcripts"))
+    assert keys == {"bare": bare.encode(), "german": german.encode(), "punctuated": v5_key % "null",
+                    "before-languages": bare.encode()}
+    assert _user_version(db_path) == SCHEMA_VERSION
 
 
 async def test_a_failed_migration_changes_nothing(db_path: Path) -> None:
@@ -326,7 +381,7 @@ async def test_a_closed_storage_raises_storage_error(db_path: Path) -> None:
         storage.ping(),
         storage.jobs.create(job_request(1)),
         storage.jobs.unfinished(),
-        storage.transcripts.find_cached("uniq", TextOptions(model="m")),
+        storage.transcripts.find_cached("uniq", CacheKey(TextOptions(model="m"), punctuation_model=None)),
         storage.transcripts.history_page(ALICE, chat_id=None, offset=0, limit=5),
         storage.search.find(ALICE, "word", chat_id=None, offset=0, limit=5),
         storage.preferences.store_history(ALICE),

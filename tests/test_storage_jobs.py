@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from bot.asr.types import TextOptions, Transcription
-from bot.storage import JobStatus, Storage, StorageError
+from bot.storage import CacheKey, JobStatus, Storage, StorageError
 from tests.storage_support import (
     ALICE,
     GROUP,
+    KEY,
     OPTIONS,
     START,
-    TEXT_OPTIONS,
     FakeClock,
     job_request,
     job_status,
@@ -117,20 +117,21 @@ async def test_unfinished_jobs_are_resumed_after_a_crash(
 async def test_complete_stores_the_transcript_for_the_jobs_message(storage: Storage, db_path: Path) -> None:
     job, _ = await storage.jobs.create(job_request(7, chat_id=GROUP))
     await storage.jobs.mark_running(job.id)
-    options = TextOptions(model="some/model", language="en")
-    transcript_id = await storage.jobs.complete(job.id, make_transcription("hello there"), options=options)
+    key = CacheKey(TextOptions(model="some/model", language="en"), punctuation_model="models/punctuation")
+    made = make_transcription("hello there", language="en")
+    transcript_id = await storage.jobs.complete(job.id, made, key=key)
     assert transcript_id is not None
 
     (record,) = await storage.transcripts.export_user(ALICE)
     assert (record.id, record.chat_id, record.message_id, record.file_unique_id) == (
         transcript_id, GROUP, 7, "uniq-7",
     )
-    assert record.transcription == make_transcription("hello there")
+    assert record.transcription == made and record.transcription.language == "en"
     with raw(db_path) as conn:
         done = conn.execute("SELECT status, transcript_id FROM jobs WHERE id = ?", (job.id,)).fetchone()
-        key = conn.execute("SELECT text_options_key FROM transcripts WHERE id = ?", (transcript_id,)).fetchone()
+        stored_key = conn.execute("SELECT text_options_key FROM transcripts WHERE id = ?", (transcript_id,)).fetchone()
     assert done == ("done", transcript_id)
-    assert key == (options.cache_key(),)
+    assert stored_key == (key.encode(),)
 
 
 async def test_complete_is_atomic_and_loses_to_a_cancel(storage: Storage, db_path: Path) -> None:
@@ -146,13 +147,13 @@ async def test_complete_is_atomic_and_loses_to_a_cancel(storage: Storage, db_pat
         processing_seconds=0.1,
     )
     with pytest.raises(StorageError, match="NOT NULL"):
-        await storage.jobs.complete(job.id, broken, options=TEXT_OPTIONS)
+        await storage.jobs.complete(job.id, broken, key=KEY)
     assert job_status(db_path, job.id) == "running"
     assert await storage.transcripts.export_user(ALICE) == []
 
     cancelled, _ = await storage.jobs.create(job_request(2))
     await storage.jobs.finish(cancelled.id, status=JobStatus.CANCELLED)
-    assert await storage.jobs.complete(cancelled.id, make_transcription("too late"), options=TEXT_OPTIONS) is None
-    assert await storage.jobs.complete(987_654, make_transcription("gone"), options=TEXT_OPTIONS) is None
+    assert await storage.jobs.complete(cancelled.id, make_transcription("too late"), key=KEY) is None
+    assert await storage.jobs.complete(987_654, make_transcription("gone"), key=KEY) is None
     assert job_status(db_path, cancelled.id) == "cancelled"
     assert await storage.transcripts.export_user(ALICE) == []

@@ -9,7 +9,7 @@ from tests.storage_support import (
     ALICE,
     BOB,
     GROUP,
-    TEXT_OPTIONS,
+    KEY,
     add,
     job_request,
     job_status,
@@ -56,7 +56,7 @@ async def test_forget_leaves_no_row_of_the_user(storage: Storage, db_path: Path)
     await storage.preferences.upsert_chat(GROUP, chat_type="supergroup", title="Team")
     await storage.preferences.set_auto_transcribe(ALICE, False)
     alice_job, _ = await storage.jobs.create(job_request(1))
-    await storage.jobs.complete(alice_job.id, make_transcription("zebracorn private words"), options=TEXT_OPTIONS)
+    await storage.jobs.complete(alice_job.id, make_transcription("zebracorn private words"), key=KEY)
     await storage.jobs.create(job_request(2, chat_id=GROUP))
     await add(storage, "zebracorn in the group", chat_id=GROUP, message_id=2)
     bob_job, _ = await storage.jobs.create(job_request(3, user_id=BOB, chat_id=GROUP))

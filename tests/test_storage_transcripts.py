@@ -1,5 +1,5 @@
-"""Stored transcripts on real SQLite files: the options-keyed cache, history pages, ownership,
-export and retention."""
+"""Stored transcripts on real SQLite files: the cache keyed on text options and punctuation model,
+the language of the text, history pages, ownership, export and retention."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import pytest
 
 import bot.storage.transcripts as transcripts_module
 from bot.asr.types import TextOptions
-from bot.storage import JobStatus, Storage
+from bot.storage import CacheKey, JobStatus, Storage
 from tests.storage_support import (
     ALICE,
     BOB,
     GROUP,
+    KEY,
     MODEL,
     OPTIONS,
     START,
@@ -32,12 +33,12 @@ from tests.storage_support import (
 
 
 async def test_find_cached_returns_the_newest_copy(storage: Storage, clock: FakeClock) -> None:
-    assert await storage.transcripts.find_cached("voice-abc", TEXT_OPTIONS) is None
+    assert await storage.transcripts.find_cached("voice-abc", KEY) is None
     await add(storage, "first take", file_unique_id="voice-abc")
     clock.advance(10)
     await add(storage, "second take", file_unique_id="voice-abc", duration=4.0, processing_seconds=2.0)
 
-    cached = await storage.transcripts.find_cached("voice-abc", TEXT_OPTIONS)
+    cached = await storage.transcripts.find_cached("voice-abc", KEY)
     assert cached == make_transcription("second take", duration=4.0, processing_seconds=0.0)
     assert cached.options == OPTIONS and cached.model == MODEL
 
@@ -48,7 +49,7 @@ async def test_find_cached_returns_the_newest_copy(storage: Storage, clock: Fake
         file_unique_id="voice-abc",
         forward_origin='{"type": "user", "sender_user_name": "Alice"}',
         transcription=cached,
-        options=TEXT_OPTIONS,
+        key=KEY,
     )
     record = await storage.transcripts.get(copy_id, user_id=BOB)
     assert record is not None and record.transcription == cached
@@ -57,12 +58,13 @@ async def test_find_cached_returns_the_newest_copy(storage: Storage, clock: Fake
 async def test_a_new_model_misses_the_cache_of_the_old_one(storage: Storage, clock: FakeClock) -> None:
     """After ASR_MODEL changes, a re-sent file is transcribed again: the old model's text
     does not answer a request for the new one, and each model then keeps its own copy."""
-    old, new = TextOptions(model="models/a"), TextOptions(model="models/b")
-    await add(storage, "text from a", file_unique_id="note", options=old)
+    old = CacheKey(TextOptions(model="models/a"), punctuation_model=None)
+    new = CacheKey(TextOptions(model="models/b"), punctuation_model=None)
+    await add(storage, "text from a", file_unique_id="note", key=old)
     assert await storage.transcripts.find_cached("note", new) is None
 
     clock.advance(5)
-    await add(storage, "text from b", file_unique_id="note", options=new, message_id=2)
+    await add(storage, "text from b", file_unique_id="note", key=new, message_id=2)
     from_new = await storage.transcripts.find_cached("note", new)
     from_old = await storage.transcripts.find_cached("note", old)
     assert from_new is not None and (from_new.text, from_new.model) == ("text from b", "models/b")
@@ -81,8 +83,57 @@ async def test_a_new_model_misses_the_cache_of_the_old_one(storage: Storage, clo
 )
 async def test_every_text_option_is_part_of_the_cache_key(storage: Storage, other: TextOptions) -> None:
     await add(storage, "default options", file_unique_id="note")
+    assert await storage.transcripts.find_cached("note", CacheKey(other, punctuation_model=None)) is None
+    assert await storage.transcripts.find_cached("note", CacheKey(TextOptions(model=MODEL), None)) is not None
+
+
+async def test_the_punctuation_model_is_part_of_the_cache_key(storage: Storage, clock: FakeClock) -> None:
+    """Only PUNCTUATION_MODEL differs: a file transcribed while it was off is not answered from the
+    cache once it is on (nor with another punctuation model), and each keeps its own copy."""
+    punctuated = CacheKey(TEXT_OPTIONS, punctuation_model="models/punctuation")
+    other = CacheKey(TEXT_OPTIONS, punctuation_model="models/other-punctuation")
+    await add(storage, "bare text", file_unique_id="note")
+    assert await storage.transcripts.find_cached("note", punctuated) is None
     assert await storage.transcripts.find_cached("note", other) is None
-    assert await storage.transcripts.find_cached("note", TextOptions(model=MODEL)) is not None
+
+    clock.advance(5)
+    await add(storage, "Punctuated, text.", file_unique_id="note", key=punctuated, message_id=2)
+    from_punctuated = await storage.transcripts.find_cached("note", punctuated)
+    from_bare = await storage.transcripts.find_cached("note", KEY)
+    assert from_punctuated is not None and from_punctuated.text == "Punctuated, text."
+    assert from_bare is not None and from_bare.text == "bare text"
+    assert await storage.transcripts.find_cached("note", other) is None
+
+
+# --- the language of the text ----------------------------------------------------------------
+
+
+async def test_the_language_is_stored_and_read_back_everywhere(storage: Storage, clock: FakeClock) -> None:
+    """Requested or detected (the request asked for none), the language of the text is stored with it:
+    a cache hit returns it, and history, search, the opened transcript and the export carry it."""
+    detected = await add(storage, "guten tag walrus", file_unique_id="de-note", language="de")
+    clock.advance(1)
+    unknown = await add(storage, "plain walrus", file_unique_id="plain", message_id=2)
+    requested_key = CacheKey(TextOptions(model=MODEL, language="en"), punctuation_model=None)
+    clock.advance(1)
+    requested = await add(
+        storage, "hello walrus", file_unique_id="en-note", key=requested_key, message_id=3, language="en"
+    )
+    languages = {detected: "de", unknown: None, requested: "en"}
+
+    hit = await storage.transcripts.find_cached("de-note", KEY)
+    assert hit is not None and (hit.text, hit.language, hit.options.language) == ("guten tag walrus", "de", None)
+    hit = await storage.transcripts.find_cached("en-note", requested_key)
+    assert hit is not None and hit.language == "en"
+    page = await storage.transcripts.history_page(ALICE, chat_id=None, offset=0, limit=10)
+    assert {item.id: item.language for item in page.items} == languages
+    found = await storage.search.find(ALICE, "walrus", chat_id=None, offset=0, limit=10)
+    assert {item.id: item.language for item in found.items} == languages
+    for transcript_id, language in languages.items():
+        record = await storage.transcripts.get(transcript_id, user_id=ALICE)
+        assert record is not None and record.transcription.language == language
+    exported = json.loads(json.dumps([r.to_dict() for r in await storage.transcripts.export_user(ALICE)]))
+    assert [record["transcription"]["language"] for record in exported] == ["de", None, "en"]
 
 
 # --- history and privacy ---------------------------------------------------------------------
@@ -163,7 +214,7 @@ async def test_export_round_trips_everything(storage: Storage, clock: FakeClock)
             file_unique_id=f"f{i}",
             forward_origin='{"type": "hidden_user", "sender_user_name": "Zoë"}' if i == 2 else None,
             transcription=transcription,
-            options=TEXT_OPTIONS,
+            key=KEY,
         )
         clock.advance(60)
     await add(storage, "not alice's", user_id=BOB)

@@ -1,7 +1,7 @@
 """SQLite storage: one connection owner (`db`) and a repository per domain.
 
 The composition root opens a `Storage` and hands it on; callers use its repositories
-(`storage.jobs.create(...)`, `storage.transcripts.find_cached(...)`) and catch
+(`storage.jobs.create(...)`, `storage.transcripts.find_cached(file_unique_id, key)`) and catch
 `StorageError`, the only exception a database failure raises. Methods return frozen
 dataclasses, never rows, so callers cannot depend on column layout and results are safe
 to pass between tasks. Times are UTC unix seconds (float). Text is returned raw: no
@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from bot.storage.cache_key import CacheKey
 from bot.storage.db import Database
 from bot.storage.errors import StorageError
 from bot.storage.jobs import Job, JobRequest, Jobs, JobStatus
@@ -28,6 +29,7 @@ from bot.storage.transcripts import Page, TranscriptRecord, Transcripts, Transcr
 __all__ = [
     "MARK_CLOSE",
     "MARK_OPEN",
+    "CacheKey",
     "Job",
     "JobRequest",
     "JobStatus",

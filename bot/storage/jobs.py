@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from enum import StrEnum
 
-from bot.asr.types import TextOptions, Transcription
+from bot.asr.types import Transcription
+from bot.storage.cache_key import CacheKey
 from bot.storage.db import Connection, Database, Row
 from bot.storage.transcripts import ensure_user, insert_transcript
 
@@ -174,11 +175,11 @@ class Jobs:
 
         return await self._db.write(update) == 1
 
-    async def complete(self, job_id: int, transcription: Transcription, *, options: TextOptions) -> int | None:
+    async def complete(self, job_id: int, transcription: Transcription, *, key: CacheKey) -> int | None:
         """Store the job's transcript and mark the job done in one transaction; returns the transcript id.
 
         The transcript belongs to the job's requester, chat and message (read from its row),
-        and is keyed for the cache on `options`, the text options the request asked for.
+        and is keyed for the cache on `key` (the request's text options and the engine's punctuation model).
         Both happen or neither, so a crash in between cannot leave a finished job without
         its transcript (resumed and transcribed twice) or the reverse. Returns None and
         stores nothing when the job is gone or already finished: the user ran /forget
@@ -202,7 +203,7 @@ class Jobs:
                 file_unique_id=row["file_unique_id"],
                 forward_origin=row["forward_origin"],
                 transcription=transcription,
-                options=options,
+                key=key,
                 now=now,
             )
             await tx.execute(

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from bot.asr.postprocess import sentence_case_words
 from bot.asr.types import TextOptions, Word
+from bot.storage.cache_key import CacheKey
 
 
 @dataclass(frozen=True)
@@ -223,12 +225,57 @@ _V5_CHAT_LANGUAGE = Migration(
     ),
 )
 
+_TEXT_OPTION_FIELDS = frozenset(field.name for field in fields(TextOptions))
+
+
+def _cache_key_naming_punctuation(text_options_key: str, options_json: str) -> str:
+    """The version-6 cache key of a transcript keyed before keys named the punctuation model.
+
+    Its text options are read from its old key (an option added to `TextOptions` since then
+    takes its default, which is what that request got); its punctuation model is None, which
+    is exact when its steps (`options.postprocess`) do not include "punctuate": nothing
+    punctuated it. A punctuated transcript does not record which model did it, and an old key
+    this code cannot read may hold an option it no longer has: both keep their old key, which
+    no request makes any more, so they stay in history and /export but answer no cache lookup.
+    """
+    steps = json.loads(options_json).get("postprocess") or ()
+    if "punctuate" in steps:
+        return text_options_key
+    try:
+        old = json.loads(text_options_key)
+    except ValueError:
+        return text_options_key
+    if not isinstance(old, dict) or "model" not in old or not old.keys() <= _TEXT_OPTION_FIELDS:
+        return text_options_key
+    values: dict[str, Any] = {name: tuple(value) if isinstance(value, list) else value for name, value in old.items()}
+    return CacheKey(TextOptions(**values), punctuation_model=None).encode()
+
+
+_V6_TRANSCRIPT_LANGUAGE_AND_PUNCTUATION_KEY = Migration(
+    version=6,
+    name="transcript language, cache key names the punctuation model",
+    statements=(
+        # `Transcription.language`: the language of the text, requested or detected; NULL when unknown.
+        "ALTER TABLE transcripts ADD COLUMN language TEXT",
+        # A requested language is the language of the text (what the result echoed as `options.language`);
+        # a detected one was not stored before, so those rows stay NULL.
+        """
+        UPDATE transcripts SET language = json_extract(options, '$.language')
+        WHERE json_type(options, '$.language') = 'text'
+        """,
+        # Keys are now `CacheKey.encode()`: the text options and the punctuation model.
+        "UPDATE transcripts SET text_options_key = cache_key_naming_punctuation(text_options_key, options)",
+    ),
+    functions=(SqlFunction("cache_key_naming_punctuation", 2, _cache_key_naming_punctuation),),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     _V1_BASE_TABLES,
     _V2_FULL_TEXT_SEARCH,
     _V3_CACHE_KEYED_ON_TEXT_OPTIONS,
     _V4_WORDS_POST_PROCESSED,
     _V5_CHAT_LANGUAGE,
+    _V6_TRANSCRIPT_LANGUAGE_AND_PUNCTUATION_KEY,
 )
 
 SCHEMA_VERSION: int = MIGRATIONS[-1].version

@@ -1,8 +1,9 @@
 """Stored transcripts: the requester's history, the cache of re-sent files, export and retention.
 
-Each row keeps the text, the word timings and the options it was made with, and the
-cache key of the text options the request asked for, so a re-sent file is answered from
-the cache only with text made the way the new request wants it.
+Each row keeps the text, its language, the word timings and the options it was made with,
+and its cache key (`CacheKey`: the text options the request asked for and the engine's
+punctuation model), so a re-sent file is answered from the cache only with text made the
+way the new request wants it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Generic, TypeVar
 
-from bot.asr.types import TextOptions, Transcription, TranscriptionOptions, Word
+from bot.asr.types import Transcription, TranscriptionOptions, Word
+from bot.storage.cache_key import CacheKey
 from bot.storage.db import Connection, Database, Row
 
 T = TypeVar("T")
@@ -31,6 +33,8 @@ class TranscriptSummary:
     forward_origin: str | None
     duration: float
     text: str
+    #: The language of the text, requested or detected (`Transcription.language`); None when unknown.
+    language: str | None
     created_at: float
     #: The chat's stored title (see `Preferences.upsert_chat`), to name a group in the private
     #: view; None for private chats and for chats whose title is unknown or empty.
@@ -89,9 +93,9 @@ class Transcripts:
         file_unique_id: str,
         forward_origin: str | None,
         transcription: Transcription,
-        options: TextOptions,
+        key: CacheKey,
     ) -> int:
-        """Store a transcript for `user_id`, made for a request with `options`; returns its id.
+        """Store a transcript for `user_id`, made for a request with cache key `key`; returns its id.
 
         For work without a job row; a job's transcript is stored by `Jobs.complete`. Whether
         the user wants history kept (`Preferences.store_history`) is the caller's check.
@@ -108,26 +112,27 @@ class Transcripts:
                 file_unique_id=file_unique_id,
                 forward_origin=forward_origin,
                 transcription=transcription,
-                options=options,
+                key=key,
                 now=now,
             )
 
         return await self._db.write(insert)
 
-    async def find_cached(self, file_unique_id: str, options: TextOptions) -> Transcription | None:
-        """The newest transcript of this exact content made for the same text options, by anyone.
+    async def find_cached(self, file_unique_id: str, key: CacheKey) -> Transcription | None:
+        """The newest transcript of this exact content made with the same cache key, by anyone.
 
         `file_unique_id` is the same for every forward of a file, so a re-forwarded note
         is answered without downloading it, unless it now asks for other text (another
-        model, language, decoder...). Sharing across users reveals nothing: the asker
-        holds the same audio. `processing_seconds` is 0.0: stored as the new requester's
-        copy it records (truthfully) that no model time was spent, and keeps cache hits
-        out of the real-time-factor median in stats.
+        model, language, decoder, punctuation model...); the stored language comes with it.
+        Sharing across users reveals nothing: the asker holds the same audio.
+        `processing_seconds` is 0.0: stored as the new requester's copy it records
+        (truthfully) that no model time was spent, and keeps cache hits out of the
+        real-time-factor median in stats.
         """
         rows = await self._db.fetchall(
             "SELECT * FROM transcripts WHERE file_unique_id = ? AND text_options_key = ?"
             " ORDER BY created_at DESC, id DESC LIMIT 1",
-            (file_unique_id, options.cache_key()),
+            (file_unique_id, key.encode()),
         )
         return _transcription(rows[0], processing_seconds=0.0) if rows else None
 
@@ -226,14 +231,14 @@ async def insert_transcript(
     file_unique_id: str,
     forward_origin: str | None,
     transcription: Transcription,
-    options: TextOptions,
+    key: CacheKey,
     now: float,
 ) -> int:
     """Insert one transcript row (the user row must exist); returns its id."""
     row = await tx.fetchone(
-        "INSERT INTO transcripts (user_id, chat_id, message_id, forward_origin, file_unique_id,"
-        " duration, text, raw_text, words, model, options, text_options_key, processing_seconds, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO transcripts (user_id, chat_id, message_id, forward_origin, file_unique_id, duration, text,"
+        " raw_text, words, model, language, options, text_options_key, processing_seconds, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             user_id,
             chat_id,
@@ -245,8 +250,9 @@ async def insert_transcript(
             transcription.raw_text,
             _encode_words(transcription.words),
             transcription.model,
+            transcription.language,
             json.dumps(asdict(transcription.options), sort_keys=True),
-            options.cache_key(),
+            key.encode(),
             transcription.processing_seconds,
             now,
         ),
@@ -348,6 +354,7 @@ def _transcription(row: Row, *, processing_seconds: float | None = None) -> Tran
         model=row["model"],
         options=_decode_options(row["options"]),
         processing_seconds=row["processing_seconds"] if processing_seconds is None else processing_seconds,
+        language=row["language"],
     )
 
 

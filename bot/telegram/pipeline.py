@@ -5,11 +5,11 @@ loses a voice note: `resume` picks up what was queued or running. The steps are:
 (refuse early what is too big, too long or over the user's limits; record the job; show a
 placeholder), claim (a job cancelled or forgotten while it waited ends here, before
 anything is downloaded), answer from the cache when the same content was transcribed
-with the same text options, else download into a private temporary directory and hand the
-file to the transcriber, show progress in the placeholder, and finally store the
-transcript and edit the placeholder into it (`bot.telegram.delivery`). Every failure ends
-as a short, specific message in the chat and one log line; a database failure never
-keeps a transcript from the user.
+with the same text options and punctuation model (`CacheKey`), else download into a
+private temporary directory and hand the file to the transcriber, show progress in the
+placeholder, and finally store the transcript and edit the placeholder into it
+(`bot.telegram.delivery`). Every failure ends as a short, specific message in the chat
+and one log line; a database failure never keeps a transcript from the user.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from bot.errors import (
 from bot.execution.base import Transcriber, TranscriptionJob, TranscriptionRequest
 from bot.ops import metrics
 from bot.settings import Settings
-from bot.storage import Job, JobRequest, JobStatus, Storage, StorageError
+from bot.storage import CacheKey, Job, JobRequest, JobStatus, Storage, StorageError
 from bot.telegram import render, replies
 from bot.telegram.attachments import Media, describe_origin
 from bot.telegram.delivery import Delivery
@@ -235,7 +235,8 @@ class TranscriptionPipeline:
                 raise VoiceBotError(f"gave up after {job.attempts} attempts")
             await self._claim(running)
             running.options = await self.options_for(job.chat_id)
-            result = await self._store(self.storage.transcripts.find_cached(job.file_unique_id, running.options))
+            cached = self.storage.transcripts.find_cached(job.file_unique_id, self._cache_key(running))
+            result = await self._store(cached)
             if result is not None:
                 metrics.CACHE_HITS.inc()
                 outcome = "cached"
@@ -361,7 +362,7 @@ class TranscriptionPipeline:
         note = ""
         if await self._keeps_history(job.user_id):
             try:
-                transcript_id = await self._save(job, result, _options(running))
+                transcript_id = await self._save(job, result, self._cache_key(running))
             except StorageError as exc:
                 self._storage_failed(exc)
                 note = "\n\n" + replies.STORAGE_FAILED_NOTE
@@ -380,14 +381,14 @@ class TranscriptionPipeline:
             return
         await self._show(running, text + note, markup=buttons)
 
-    async def _save(self, job: Job, result: Transcription, options: TextOptions) -> int | None:
+    async def _save(self, job: Job, result: Transcription, key: CacheKey) -> int | None:
         """Store the transcript (and finish the job's row, in the same transaction); None when the
         row was gone or finished meanwhile, so nothing was stored."""
         if _persisted(job):
-            return await self.storage.jobs.complete(job.id, result, options=options)
+            return await self.storage.jobs.complete(job.id, result, key=key)
         return await self.storage.transcripts.add(
             user_id=job.user_id, chat_id=job.chat_id, message_id=job.message_id, file_unique_id=job.file_unique_id,
-            forward_origin=job.forward_origin, transcription=result, options=options,
+            forward_origin=job.forward_origin, transcription=result, key=key,
         )
 
     async def _fail(self, running: _Running, error: str, user_message: str) -> None:
@@ -460,6 +461,10 @@ class TranscriptionPipeline:
     def _storage_failed(exc: StorageError) -> None:
         log.error("storage error: %s", exc)
         metrics.STORAGE_ERRORS.inc()
+
+    def _cache_key(self, running: _Running) -> CacheKey:
+        """What the job's text is made with: its text options and this bot's punctuation model."""
+        return CacheKey(_options(running), punctuation_model=self.settings.punctuation_model)
 
     def _cancel_markup(self, job: Job) -> InlineKeyboardMarkup | None:
         if job.duration is not None and job.duration < CANCELLABLE_SECONDS:

@@ -41,7 +41,8 @@ def history_html(page: Page[TranscriptSummary], scope: Scope) -> str:
     lines = [html.escape(replies.history_heading(scope.where, _shown(page), page.total))]
     for item in page.items:
         header = item_header(
-            item.id, item.created_at, item.chat_id, item.chat_title, item.duration, item.forward_origin, scope
+            item.id, item.created_at, item.chat_id, item.chat_title, item.duration, item.language, item.forward_origin,
+            scope,
         )
         lines.append(f"\n{html.escape(header)}\n{html.escape(preview(item.text))}")
     lines.append("\n" + html.escape(replies.HISTORY_FOOTER))
@@ -58,7 +59,7 @@ def search_html(page: Page[SearchHit], scope: Scope, query: str) -> str:
     ]
     for hit in page.items:
         header = item_header(
-            hit.id, hit.created_at, hit.chat_id, hit.chat_title, hit.duration, hit.forward_origin, scope
+            hit.id, hit.created_at, hit.chat_id, hit.chat_title, hit.duration, hit.language, hit.forward_origin, scope
         )
         lines.append(f"\n{html.escape(header)}\n{snippet_html(hit.snippet)}")
     return "\n".join(lines)
@@ -90,16 +91,18 @@ def item_header(
     chat_id: int,
     chat_title: str | None,
     duration: float,
+    language: str | None,
     forward_origin: str | None,
     scope: Scope,
     *,
     chat_label: bool = False,
 ) -> str:
-    """`#12 · 2025-01-31 09:30 · private · 0:42 · from Alice` (plain text).
+    """`#12 · 2025-01-31 09:30 · private · 0:42 · de · from Alice` (plain text).
 
     The chat is named in the private view, where transcripts from several chats mix (a
     group by its stored title, "a group" if none is known); in a group list every item is
-    from that group, so it is left out unless `chat_label`.
+    from that group, so it is left out unless `chat_label`. The language of the text
+    (requested or detected) follows the duration; unknown, it is left out.
     """
     parts = [f"#{transcript_id}", _utc(created_at)]
     if scope.chat_id is None:
@@ -107,6 +110,8 @@ def item_header(
     elif chat_label and scope.title is not None:
         parts.append(scope.title)
     parts.append(replies.format_duration(duration))
+    if language:
+        parts.append(language)
     name = origin_name(forward_origin)
     if name:
         parts.append(replies.forwarded_from(name, short=True))
@@ -129,7 +134,7 @@ def opened_transcript(record: TranscriptRecord, scope: Scope) -> tuple[str, str]
     message (header, blank line, text) in plain text."""
     header = item_header(
         record.id, record.created_at, record.chat_id, record.chat_title, record.transcription.duration,
-        record.forward_origin, scope, chat_label=True,
+        record.transcription.language, record.forward_origin, scope, chat_label=True,
     )
     return header, f"{header}\n\n{record.transcription.text or replies.EMPTY}"
 
@@ -138,13 +143,14 @@ def opened_transcript(record: TranscriptRecord, scope: Scope) -> tuple[str, str]
 
 
 def export_txt(records: list[TranscriptRecord]) -> str:
-    """The readable export: a header per transcript, then its text in timed lines."""
+    """The readable export: a header per transcript (its language when known), then its text in timed lines."""
     blocks = []
     for record in records:
         transcription = record.transcription
+        language = f" · {transcription.language}" if transcription.language else ""
         header = [
             f"#{record.id} · {_utc(record.created_at, seconds=True)} UTC · {replies.export_chat(record.chat_id)} · "
-            f"{replies.format_duration(transcription.duration)}"
+            f"{replies.format_duration(transcription.duration)}{language}"
         ]
         name = origin_name(record.forward_origin)
         if name:
