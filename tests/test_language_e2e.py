@@ -49,7 +49,8 @@ async def test_language_routes_each_chat_to_its_model_and_only_admins_change_a_g
     assert "language" in {command["command"] for command in telegram.commands()}
 
     [shown] = await ask(telegram, FIXED, FIXED, "/language")
-    assert shown.text == replies.language_state("auto", other)
+    assert shown.text == replies.language_state("auto", other, {"en": english})
+    assert english in shown.text
     [refused] = await ask(telegram, FIXED, FIXED, "/language en,xx")
     assert refused.text == replies.unknown_language("xx")
     [fixed] = await ask(telegram, FIXED, FIXED, "/language EN")
@@ -67,9 +68,9 @@ async def test_language_routes_each_chat_to_its_model_and_only_admins_change_a_g
     [denied] = await ask(telegram, GROUP, MEMBER, "/language de")
     assert denied.text == replies.AUTO_ADMINS_ONLY
     [state] = await ask(telegram, GROUP, MEMBER, "/language")
-    assert state.text == replies.language_state("auto", other)
+    assert state.text == replies.language_state("auto", other, {"en": english})
     [among] = await ask(telegram, GROUP, ADMIN, "/language en, ru")
-    assert among.text == replies.language_set("en,ru", other)  # en and ru have different models: detect
+    assert among.text == replies.language_set("en,ru", other, {"en": english})  # en and ru: different models
     voice = telegram.send_voice(GROUP, MEMBER, telegram.add_file(speech_ogg.read_bytes()), duration=5)
     await wait_answer(telegram, GROUP, voice["message"]["message_id"])
 

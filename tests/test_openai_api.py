@@ -21,7 +21,7 @@ RESULT = Transcription(text="Hello there general kenobi", raw_text="HELLO THERE 
 
 
 def parse(**fields: str | list[str]) -> TranscriptionForm:
-    return openai_api.parse_form({k: v if isinstance(v, list) else [v] for k, v in fields.items()}, model=MODEL)
+    return openai_api.parse_form({k: v if isinstance(v, list) else [v] for k, v in fields.items()}, models=(MODEL,))
 
 
 def refused(**fields: str | list[str]) -> ApiError:
@@ -44,6 +44,21 @@ def test_voicebot_extensions_become_text_options() -> None:
     assert form.stream and form.response_format == "verbose_json" and form.granularities == {"word"}
     assert parse(postprocess="").options.postprocess == ()  # present and empty: no steps
     assert parse().options.postprocess is None  # absent: the model's default chain
+
+
+def test_a_request_names_any_served_model_and_may_restrict_detection() -> None:
+    served = ("openai/whisper-small", MODEL)
+    form = openai_api.parse_form({"model": [MODEL]}, models=served)
+    assert form.options.model == MODEL
+    assert openai_api.parse_form({}, models=served).options.model == "openai/whisper-small"
+    restricted = openai_api.parse_form({"languages": ["en, ru,"]}, models=served).options
+    assert (restricted.language, restricted.languages) == (None, ("en", "ru"))
+    with pytest.raises(ApiError) as caught:
+        openai_api.parse_form({"model": ["whisper-1"]}, models=served)
+    assert caught.value.code == "model_not_found"
+    assert all(repr(name) in caught.value.message for name in served)
+    assert openai_api.model_list(served) == {"object": "list", "data": [
+        {"id": name, "object": "model", "owned_by": "voicebot"} for name in served]}
 
 
 @pytest.mark.parametrize(("fields", "param", "code"), [

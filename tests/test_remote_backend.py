@@ -226,7 +226,20 @@ async def test_default_options_leave_language_hotwords_and_postprocess_out(
 
     [post] = endpoint.posts
     assert post["file"] == ("audio", b"voice")
-    assert not {"language", "hotwords", "postprocess"} & post.keys()
+    assert not {"language", "languages", "hotwords", "postprocess"} & post.keys()
+
+
+async def test_restricted_detection_sends_its_languages(
+    endpoint_at: Callable[..., Awaitable[Endpoint]], scheduler_for: Callable[..., Awaitable[Scheduler]],
+) -> None:
+    endpoint = await endpoint_at(streams(done(transcription())))
+    scheduler = await scheduler_for(endpoint.url)
+
+    await scheduler.transcribe(TranscriptionRequest(audio=b"voice", options=TextOptions(model="tiny",
+                                                                                        languages=("en", "ru"))))
+
+    [post] = endpoint.posts
+    assert post["languages"] == ["en,ru"] and "language" not in post
 
 
 # -- the stream ------------------------------------------------------------------------------

@@ -7,14 +7,18 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from bot.asr.languages import WHISPER_LANGUAGES, is_language
 from bot.asr.routing import (
+    ANY,
     AUTO,
     LanguageChoice,
     Route,
     UnknownLanguageError,
+    detection_may_reroute,
     models_to_load,
+    own_models_after_detection,
     parse_choice,
     parse_models,
     route,
+    route_detected,
 )
 from bot.settings import Settings
 
@@ -94,3 +98,40 @@ def test_a_restricted_set_detects_unless_one_model_covers_it() -> None:
     assert route(parse_choice("de,fr"), TABLE) == Route(WHISPER, None, ("de", "fr"))
     shared = {"en": EN, "de": EN, "*": WHISPER}
     assert route(parse_choice("en,de"), shared) == Route(EN, None, ("en", "de"))
+
+
+def test_a_detected_language_with_its_own_model_goes_there_with_the_language_fixed() -> None:
+    assert route_detected(route(AUTO, TABLE), "en", TABLE) == Route(EN, "en", ())
+    assert route_detected(route(parse_choice("en,ru"), TABLE), "en", TABLE) == Route(EN, "en", ())
+
+
+def test_a_detected_language_without_its_own_model_stays_on_the_detecting_model() -> None:
+    assert route_detected(route(AUTO, TABLE), "de", TABLE) == Route(WHISPER, "de", ())
+    assert route_detected(route(parse_choice("en,ru"), TABLE), "ru", TABLE) == Route(WHISPER, "ru", ())
+    assert route_detected(Route(WHISPER, None, ()), "en", {"*": WHISPER}) == Route(WHISPER, "en", ())
+
+
+def test_a_fixed_language_is_never_rerouted() -> None:
+    for planned in (route(parse_choice("de"), TABLE), route(parse_choice("en"), TABLE)):
+        assert route_detected(planned, "en", TABLE) == planned
+        assert not detection_may_reroute(planned, TABLE, ["en", "de"])
+
+
+def test_detection_runs_first_only_when_a_language_it_may_find_has_another_model() -> None:
+    known = ["en", "de", "ru"]
+    assert detection_may_reroute(route(AUTO, TABLE), TABLE, known)
+    assert detection_may_reroute(route(parse_choice("en,ru"), TABLE), TABLE, known)
+    assert not detection_may_reroute(route(parse_choice("de,ru"), TABLE), TABLE, known)  # neither has its own
+    assert not detection_may_reroute(route(AUTO, TABLE), TABLE, ["de", "ru"])  # the model cannot find en
+    assert not detection_may_reroute(route(AUTO, {"*": WHISPER}), {"*": WHISPER}, known)
+    assert not detection_may_reroute(route(AUTO, {"en": WHISPER, "*": WHISPER}), {"en": WHISPER, "*": WHISPER}, known)
+    shared = {"en": EN, "de": EN, "*": WHISPER}
+    assert not detection_may_reroute(route(parse_choice("en,de"), shared), shared, known)  # already on EN
+
+
+def test_the_languages_a_detecting_chat_is_sent_on_to_are_those_with_their_own_model() -> None:
+    assert own_models_after_detection(route(AUTO, TABLE), TABLE) == {
+        language: model for language, model in TABLE.items() if language != ANY and model != TABLE[ANY]}
+    assert own_models_after_detection(route(parse_choice("en,ru"), TABLE), TABLE) == {"en": TABLE["en"]}
+    assert own_models_after_detection(route(AUTO, TABLE), TABLE, known=["de"]) == {}
+    assert own_models_after_detection(route(parse_choice("de"), TABLE), TABLE) == {}

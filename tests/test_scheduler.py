@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from bot.errors import (
     VoiceBotError,
     WorkerCrashedError,
 )
-from bot.execution.backend import BackendEvents
+from bot.execution.backend import Attempt, BackendEvents
 from bot.execution.base import TranscriptionJob, TranscriptionRequest
 from bot.execution.scheduler import MAX_FAILED_STARTS, Scheduler
 
@@ -49,7 +50,7 @@ class FakeBackend:
         self.honours_stop = honours_stop
         self.started: list[int] = []
         self.runs: list[tuple[int, str]] = []
-        self.running: dict[int, int] = {}
+        self.running: dict[int, Attempt] = {}
         self.stopped: list[int] = []
         self.killed: list[int] = []
         self.closed = False
@@ -68,16 +69,16 @@ class FakeBackend:
         if self.ready_on_start:
             self._later(self.events.worker_ready, slot)
 
-    def run(self, slot: int, job_id: int, request: TranscriptionRequest) -> None:
+    def run(self, slot: int, attempt: Attempt, request: TranscriptionRequest) -> None:
         assert slot not in self.running, "a job was run on a busy worker"
         self.runs.append((slot, name_of(request)))
-        self.running[slot] = job_id
+        self.running[slot] = attempt
 
-    def stop(self, slot: int, job_id: int) -> None:
-        self.stopped.append(job_id)
-        if self.honours_stop and self.running.get(slot) == job_id:
+    def stop(self, slot: int, attempt: Attempt) -> None:
+        self.stopped.append(attempt.job_id)
+        if self.honours_stop and self.running.get(slot) == attempt:
             del self.running[slot]
-            self._later(self.events.job_failed, slot, job_id, JobCancelledError("cancelled between chunks"))
+            self._later(self.events.job_failed, slot, attempt, JobCancelledError("cancelled between chunks"))
 
     def kill(self, slot: int) -> None:
         self.killed.append(slot)
@@ -294,9 +295,9 @@ async def test_progress_reaches_the_job_s_callback_and_stale_reports_are_dropped
     scheduler: Scheduler = await started(backend)
     seen: list[Progress] = []
     job = scheduler.submit(request("a"), on_progress=seen.append)
-    backend.events.job_progress(0, job.id, Progress(1.0, 4.0, "so far"))
-    backend.events.job_progress(0, job.id + 1, Progress(2.0, 4.0, "someone else's"))
-    backend.events.job_done(0, job.id + 1, transcription("someone else's"))
+    backend.events.job_progress(0, Attempt(job.id, 1), Progress(1.0, 4.0, "so far"))
+    backend.events.job_progress(0, Attempt(job.id + 1, 1), Progress(2.0, 4.0, "someone else's"))
+    backend.events.job_done(0, Attempt(job.id + 1, 1), transcription("someone else's"))
     assert seen == [Progress(1.0, 4.0, "so far")] and job.position() == 0
     backend.finish(0)
     assert (await job.result()).text == "done"
@@ -318,19 +319,41 @@ async def test_workers_that_keep_dying_at_start_up_break_the_scheduler() -> None
     await scheduler.shutdown()
 
 
-async def test_a_lost_attempt_s_late_result_never_settles_the_retried_job(started: Callable[..., Any]) -> None:
-    backend = FakeBackend(workers=2)
+@pytest.mark.parametrize(("workers", "late_slot"), [(1, 0), (2, 1), (2, 0)],
+                         ids=["one worker, retried on the same slot", "from the retry's slot", "from the lost slot"])
+async def test_a_lost_attempt_s_late_reports_are_ignored_and_the_retry_answers_once(
+    started: Callable[..., Any], caplog: pytest.LogCaptureFixture, workers: int, late_slot: int,
+) -> None:
+    backend = FakeBackend(workers=workers)
     scheduler: Scheduler = await started(backend)
-    job = scheduler.submit(request("voice"))
-    backend.lose(0)  # the first attempt's stream broke; the retry runs on the other slot at once
-    assert backend.runs == [(0, "voice"), (1, "voice")]
-    await settle()  # slot 0 is restarted and ready again, idle
+    seen: list[Progress] = []
+    job = scheduler.submit(request("voice"), on_progress=seen.append)
+    first = backend.running[0]
+    backend.lose(0)  # the first attempt's stream broke
+    await settle()  # one worker: restarted, it runs the retry; two: the retry ran on slot 1 at once
+    retry_slot = workers - 1
+    retry = backend.running[retry_slot]
+    assert (first, retry) == (Attempt(job.id, 1), Attempt(job.id, 2))
+    assert backend.runs == [(0, "voice"), (retry_slot, "voice")]
 
-    backend.events.job_done(0, job.id, transcription("late duplicate"))
-    backend.events.job_failed(0, job.id, WorkerCrashedError("late failure"))
-    assert job.position() == 0  # still running: the retry's result is the one that counts
+    with caplog.at_level(logging.INFO, logger="bot.execution.scheduler"):
+        backend.events.job_progress(late_slot, first, Progress(3.0, 4.0, "late progress"))
+        backend.events.job_done(late_slot, first, transcription("late duplicate"))
+        backend.events.job_failed(late_slot, first, WorkerCrashedError("late failure"))
+    ignored = [record for record in caplog.records if record.getMessage().startswith("ignoring")]
+    assert [record.levelno for record in ignored] == [logging.INFO] * 3
+    assert all(f"of job {job.id} attempt 1 from worker {late_slot}" in record.getMessage() for record in ignored)
+    assert seen == [] and job.position() == 0  # still running: the retry is the attempt that counts
 
-    backend.finish(1, "the retry")
+    backend.events.job_progress(retry_slot, retry, Progress(1.0, 4.0, "the retry's progress"))
+    backend.finish(retry_slot, "the retry")
     assert (await job.result()).text == "the retry"
-    backend.events.job_done(1, job.id, transcription("after the end"))
+    assert seen == [Progress(1.0, 4.0, "the retry's progress")]
+    backend.events.job_done(retry_slot, first, transcription("after the end"))
+    backend.events.job_done(retry_slot, retry, transcription("the retry, twice"))
     assert (await job.result()).text == "the retry"
+    after = scheduler.submit(request("after"))
+    await settle()
+    assert backend.ran() == ["voice", "voice", "after"]
+    backend.finish(backend.runs[-1][0], "next")
+    assert (await after.result()).text == "next"

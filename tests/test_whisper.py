@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from transformers import WhisperForConditionalGeneration
 
 from bot.asr.loading import SharedModel, load_model
@@ -176,6 +177,19 @@ def test_long_audio_is_transcribed_window_after_window_to_its_end(
     assert all(0 <= word.start <= word.end <= duration for word in result.words)
     assert max(starts) > BLOCK_SECONDS, "nothing is truncated at 30 s or at a block's end"
     assert " ".join(word.word for word in result.words).split() == result.text.split()
+
+
+def test_the_encoder_keeps_no_attention_maps_while_word_times_still_come(
+    whisper: WhisperRecognizer, speech: np.ndarray
+) -> None:
+    """generate asks every module for attentions (word times need the decoder's cross-attentions);
+    the encoder's own maps, kept per window, would cost layers x heads x 1500 x 1500 floats each."""
+    features, _ = whisper._features(speech)
+    with torch.inference_mode():
+        encoded = whisper.model.get_encoder()(features, output_attentions=True)
+    assert encoded.attentions is None
+    result = transcribe(whisper, speech, language="en")
+    assert result.words and all(word.end >= word.start for word in result.words)
 
 
 def test_cancel_stops_between_windows(whisper: WhisperRecognizer, speech: np.ndarray) -> None:

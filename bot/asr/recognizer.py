@@ -12,9 +12,9 @@ loading the model stack; the implementations are imported when one is built.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bot.asr.types import Progress, TextOptions, Transcription
 from bot.errors import ModelLoadError
@@ -54,6 +54,22 @@ class Recognizer(Protocol):
         on_progress: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Transcription: ...
+
+
+@runtime_checkable
+class LanguageDetector(Protocol):
+    """A recognizer that can tell the language of audio without transcribing it (Whisper), so a request
+    can be routed by the language it detects (`bot.asr.routing.route_detected`)."""
+
+    @property
+    def languages(self) -> Collection[str]:
+        """The language codes it knows."""
+        ...
+
+    def detect_language(self, audio: np.ndarray, among: Sequence[str] = ()) -> str:
+        """The language `transcribe` would detect in `audio`, among `among` if given (ValueError for a code
+        it does not know)."""
+        ...
 
 
 def build_recognizer(loaded: LoadedModel, config: RecognizerConfig) -> Recognizer:

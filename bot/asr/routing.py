@@ -10,15 +10,18 @@ options of each request:
 - a restricted set (`en,ru`: detect, but only among these) runs on `*` with the set,
   unless every language of the set has the same model, which then runs it.
 
-Routing happens before the audio is run, on the chat's choice alone. A language that
-`*` detects is not sent on to that language's own model: that would transcribe the
-audio twice, and the detecting model already gave its text in that language. A chat
-that wants a language's own model fixes the language (`/language en`).
+Then the detected language routes too (`route_detected`): a request that detects on a
+model that can (Whisper) while the table has another model for a language it may detect
+(`detection_may_reroute`) is run in two steps by the worker (`bot.execution.engine`):
+one decoder step on the first 30 s window finds the language, then the request runs with
+that language fixed, on the language's own model when the table has one (English notes
+of an `auto` chat on `en:`'s model), else on the model that detected it. Otherwise
+nothing runs twice: the model detects while it transcribes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from bot.asr.languages import is_language
@@ -125,3 +128,32 @@ def route(choice: LanguageChoice, table: ModelTable) -> Route:
         models = {table.get(language, fallback) for language in choice.among}
         return Route(models.pop() if len(models) == 1 else fallback, None, choice.among)
     return Route(fallback, None, ())
+
+
+def own_models_after_detection(planned: Route, table: ModelTable,
+                               known: Collection[str] | None = None) -> dict[str, str]:
+    """The languages a detecting request is sent on to once detected, each with its model: the languages
+    it may detect (its `languages`, else every one the detecting model `known`s; None: any) that have a
+    model of their own in the table other than `planned.model`. Empty for a fixed language."""
+    if planned.language is not None:
+        return {}
+    candidates = planned.languages or known
+    return {language: model for language, model in table.items()
+            if language != ANY and model != planned.model and (candidates is None or language in candidates)}
+
+
+def detection_may_reroute(planned: Route, table: ModelTable, known: Collection[str]) -> bool:
+    """Whether detecting first can send the request to another model (`own_models_after_detection`)."""
+    return bool(own_models_after_detection(planned, table, known))
+
+
+def route_detected(planned: Route, detected: str, table: ModelTable) -> Route:
+    """Where a request runs once its model detected the language `detected`.
+
+    A fixed language stays as it is. Otherwise the language is fixed to the detected one,
+    on that language's own model when the table has one, else on the planned model (which
+    then does not detect a second time).
+    """
+    if planned.language is not None:
+        return planned
+    return Route(table.get(detected, planned.model), detected, ())

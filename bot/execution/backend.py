@@ -6,11 +6,15 @@ workers: the local one (`bot.execution.local.pool`) runs them as processes on th
 a cluster backend would run them elsewhere and implement exactly these calls.
 
 A worker is named by its slot, 0 .. `workers - 1`; a lost worker is restarted in the same
-slot. Jobs are named by the scheduler's job id. Torch-free, like `bot.execution.base`.
+slot. Each run of a job is an `Attempt`, named by the job's id and its attempt number, and every
+report about it carries that name back: a retried job's first attempt may still report (a
+result already in flight, a stream that broke after its last event), and the scheduler must
+be able to tell it from the retry. Torch-free, like `bot.execution.base`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from bot.asr.types import Progress, Transcription
@@ -18,24 +22,35 @@ from bot.errors import VoiceBotError
 from bot.execution.base import TranscriptionRequest
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a job: the scheduler's job id and which try this is (1, then 2 for a retry)."""
+
+    job_id: int
+    number: int
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} attempt {self.number}"
+
+
 class BackendEvents(Protocol):
     """What a backend reports, always on the event loop `open` ran on, never from inside a backend call.
 
-    Events about a job always come from the slot that is running it; a backend never
-    reports a job it was not given, and reports nothing once `close` has begun.
+    Events about an attempt come from the slot it was given to, named by that `Attempt`; a
+    backend never reports an attempt it was not given, and reports nothing once `close` has begun.
     """
 
     def worker_ready(self, slot: int) -> None:
         """The worker in `slot` has started and can run a job."""
 
-    def job_progress(self, slot: int, job_id: int, progress: Progress) -> None:
-        """The job has got this far (reported every few seconds of work)."""
+    def job_progress(self, slot: int, attempt: Attempt, progress: Progress) -> None:
+        """The attempt has got this far (reported every few seconds of work)."""
 
-    def job_done(self, slot: int, job_id: int, result: Transcription) -> None:
-        """The job's result; its worker is free again."""
+    def job_done(self, slot: int, attempt: Attempt, result: Transcription) -> None:
+        """The attempt's result; its worker is free again."""
 
-    def job_failed(self, slot: int, job_id: int, error: VoiceBotError) -> None:
-        """The job failed (bad audio, cancelled between chunks...); its worker is free again."""
+    def job_failed(self, slot: int, attempt: Attempt, error: VoiceBotError) -> None:
+        """The attempt failed (bad audio, cancelled between chunks...); its worker is free again."""
 
     def worker_lost(self, slot: int, reason: str) -> None:
         """The worker in `slot` is gone, with whatever it was running.
@@ -58,11 +73,11 @@ class ExecutionBackend(Protocol):
     def start_worker(self, slot: int) -> None:
         """Start the worker in `slot` (again, after `worker_lost`); it reports `worker_ready` or `worker_lost`."""
 
-    def run(self, slot: int, job_id: int, request: TranscriptionRequest) -> None:
-        """Begin one attempt at `request` on the ready, idle worker in `slot`."""
+    def run(self, slot: int, attempt: Attempt, request: TranscriptionRequest) -> None:
+        """Begin `attempt` at `request` on the ready, idle worker in `slot`."""
 
-    def stop(self, slot: int, job_id: int) -> None:
-        """Ask the worker in `slot` to give up `job_id` at its next chance (it reports `job_failed`)."""
+    def stop(self, slot: int, attempt: Attempt) -> None:
+        """Ask the worker in `slot` to give up `attempt` at its next chance (it reports `job_failed`)."""
 
     def kill(self, slot: int) -> None:
         """End the worker in `slot` now, whatever it is doing; it reports `worker_lost`."""

@@ -37,6 +37,8 @@ class EngineConfig:
     models: tuple[str, ...] = ()
     #: The token-classification checkpoint that punctuates CTC transcripts, or None.
     punctuation_model: str | None = None
+    #: ASR_MODELS as (language or `*`, model) pairs: where a detected language is sent (`bot.asr.routing`).
+    table: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
@@ -44,6 +46,7 @@ class EngineConfig:
         return cls(
             model=table[ANY],
             models=models_to_load(table),
+            table=tuple(table.items()),
             punctuation_model=settings.punctuation_model,
             attention=settings.asr_attention,
             threads=settings.threads_per_worker(),

@@ -4,7 +4,10 @@ Queued jobs are taken round-robin by owner (user), so one user sending fifty fil
 delay another user's single voice note. The queue is bounded: past `queue_size` waiting
 jobs, `submit` raises `ExecutorOverloadedError` with a retry hint. A job running past
 `job_timeout` has its worker killed. A job whose worker is lost (killed, out of memory) is
-retried once, first in its owner's line; lost a second time, it fails with `WorkerCrashedError`. A
+retried once, first in its owner's line; lost a second time, it fails with `WorkerCrashedError`.
+Each run of a job is an `Attempt` and the backend's reports name theirs: a report that is not
+about the job's current attempt (a lost first try's result arriving after the retry began) is
+ignored, so a job is settled once, by its current attempt. A
 cancelled job leaves the queue, or is asked to stop between chunks and has its worker
 killed if it has not within `cancel_grace` seconds. Workers that keep dying before they
 ever become ready mean the backend is broken: every job then fails at once instead of
@@ -30,7 +33,7 @@ from bot.errors import (
     VoiceBotError,
     WorkerCrashedError,
 )
-from bot.execution.backend import ExecutionBackend
+from bot.execution.backend import Attempt, ExecutionBackend
 from bot.execution.base import ProgressCallback, TranscriptionRequest
 from bot.execution.fair_queue import FairQueue
 
@@ -58,6 +61,11 @@ class _Job:
     attempts: int = 0
     fail_with: VoiceBotError | None = None  # why the scheduler killed its worker (timeout, cancel)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    @property
+    def attempt(self) -> Attempt:
+        """The latest attempt started (the current one while the job runs)."""
+        return Attempt(self.id, self.attempts)
 
     def stop_timers(self) -> None:
         for timer in self.timers:
@@ -148,7 +156,7 @@ class Scheduler:
             self._settle(job, error=JobCancelledError("shutting down"))
         for slot in self._slots:
             if slot.job is not None:
-                self.backend.stop(slot.index, slot.job.id)
+                self.backend.stop(slot.index, slot.job.attempt)
                 self._settle(slot.job, error=JobCancelledError("shutting down"))
                 slot.job = None
             slot.ready = False
@@ -201,20 +209,20 @@ class Scheduler:
             self._all_ready.set()
         self._dispatch()
 
-    def job_progress(self, slot: int, job_id: int, progress: Progress) -> None:
-        job = self._job_on(slot, job_id)
+    def job_progress(self, slot: int, attempt: Attempt, progress: Progress) -> None:
+        job = self._job_on(slot, attempt, "progress")
         if job is not None and job.on_progress is not None:
             job.on_progress(progress)
 
-    def job_done(self, slot: int, job_id: int, result: Transcription) -> None:
-        job = self._job_on(slot, job_id)
+    def job_done(self, slot: int, attempt: Attempt, result: Transcription) -> None:
+        job = self._job_on(slot, attempt, "a result")
         if job is not None:
             self._slots[slot].job = None
             self._settle(job, result=result)
             self._dispatch()
 
-    def job_failed(self, slot: int, job_id: int, error: VoiceBotError) -> None:
-        job = self._job_on(slot, job_id)
+    def job_failed(self, slot: int, attempt: Attempt, error: VoiceBotError) -> None:
+        job = self._job_on(slot, attempt, f"a failure ({error})")
         if job is not None:
             self._slots[slot].job = None
             self._settle(job, error=error)
@@ -266,7 +274,7 @@ class Scheduler:
         job.attempts += 1
         job.timers.append(self._loop.call_later(
             self.job_timeout, self._kill_for, slot, job, JobTimeoutError(f"job ran over {self.job_timeout:.0f}s")))
-        self.backend.run(slot.index, job.id, job.request)
+        self.backend.run(slot.index, job.attempt, job.request)
 
     def _after_loss(self, job: _Job) -> None:
         """A job whose worker was lost: the reason it was killed, a retry, or the end of its tries."""
@@ -286,7 +294,7 @@ class Scheduler:
             return
         for slot in self._slots:
             if slot.job is job and self._loop is not None:
-                self.backend.stop(slot.index, job.id)
+                self.backend.stop(slot.index, job.attempt)
                 job.timers.append(self._loop.call_later(
                     self.cancel_grace, self._kill_for, slot, job, JobCancelledError("cancelled")))
 
@@ -325,9 +333,18 @@ class Scheduler:
         """The slot an event is about; None after shutdown, when events are stale."""
         return self._slots[index] if 0 <= index < len(self._slots) else None
 
-    def _job_on(self, slot: int, job_id: int) -> _Job | None:
-        """The job `slot` runs, if it is `job_id` (otherwise the event is about a job already settled)."""
+    def _job_on(self, slot: int, attempt: Attempt, what: str) -> _Job | None:
+        """The job `slot` runs, if `attempt` is its current one; None for a stale report (logged, then ignored).
+
+        A report is stale when its attempt was lost and retried, settled (timed out, cancelled),
+        or is not the one this slot runs now: it must not settle the job a second time.
+        """
         current = self._slot(slot)
-        if current is None or current.job is None or current.job.id != job_id:
+        if current is None:
             return None
-        return current.job
+        job = current.job
+        if job is None or job.attempt != attempt:
+            runs = f"runs {job.attempt}" if job is not None else "is idle"
+            log.info("ignoring %s of %s from worker %d, which %s", what, attempt, slot, runs)
+            return None
+        return job

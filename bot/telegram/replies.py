@@ -7,6 +7,8 @@ only facts; `failure` says them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bot.asr.types import Progress
 from bot.errors import (
     AudioDecodeError,
@@ -169,14 +171,22 @@ def auto_state(enabled: bool) -> str:
 LANGUAGE_HOW = "Change it with /language de (one language), /language en,ru (detect among these) or /language auto."
 
 
-def language_state(choice: str, model: str) -> str:
-    """The answer to a bare /language: the chat's choice (`auto`, `de`, `en,ru`) and the model it runs on."""
-    return f"{_language_sentence(choice)} Model: {model}.\n{LANGUAGE_HOW}"
+def language_state(choice: str, model: str, own_models: Mapping[str, str] | None = None) -> str:
+    """The answer to a bare /language: the chat's choice (`auto`, `de`, `en,ru`) and the model it runs on
+    (`own_models`: the detected languages that go on to a model of their own)."""
+    return f"{_language_sentence(choice)} {_models_sentence(model, own_models)}\n{LANGUAGE_HOW}"
 
 
-def language_set(choice: str, model: str) -> str:
+def language_set(choice: str, model: str, own_models: Mapping[str, str] | None = None) -> str:
     """The answer once /language changed the chat's choice."""
-    return f"Done. {_language_sentence(choice)} Model: {model}."
+    return f"Done. {_language_sentence(choice)} {_models_sentence(model, own_models)}"
+
+
+def _models_sentence(model: str, own_models: Mapping[str, str] | None) -> str:
+    if not own_models:
+        return f"Model: {model}."
+    elsewhere = "; ".join(f"{language}: {name}" for language, name in own_models.items())
+    return f"Model: {model}; a language it detects that has a model of its own goes on to that one: {elsewhere}."
 
 
 def unknown_language(code: str) -> str:

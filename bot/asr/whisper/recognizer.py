@@ -4,8 +4,9 @@ Whisper reads 30 s windows. `generate` on longer features runs OpenAI's long-for
 a window with timestamps, move on to the last complete segment's end, fall back to higher
 temperatures when a window's text looks like a hallucination. The audio is fed to it in
 blocks of `BLOCK_SECONDS`: each block's features are made when it starts and freed when it
-ends, and so is everything `generate` keeps per window (scores, cross-attentions), so memory
-stays flat however long the file. A block's last segment may be cut by the block's end, so
+ends, and so is everything `generate` keeps per window (scores, the decoder's cross-attentions;
+the encoder's attention maps are never kept: `_keep_encoder_attentions_out`), so memory stays
+flat however long the file. A block's last segment may be cut by the block's end, so
 it is dropped and the next block starts where it started (the seek that the loop itself
 would make). `monitor_progress`, which `generate` calls before each window, reports progress
 and stops a cancelled job between windows.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,7 @@ class WhisperRecognizer:
         if self._dtype != torch.float32 or self.device != "cpu":
             model = model.to(device=self.device, dtype=self._dtype)
         self.model: Any = model.eval()
+        _keep_encoder_attentions_out(self.model)
         self.languages = language_ids(model.generation_config)
         self.eot = int(model.generation_config.eos_token_id)
         self.default_postprocess: tuple[str, ...] = ()  # Whisper cases and punctuates itself
@@ -179,6 +181,14 @@ class WhisperRecognizer:
             language=language,
         )
 
+    def detect_language(self, audio: np.ndarray, among: Sequence[str] = ()) -> str:
+        """The language `transcribe` would detect in `audio` (among `among` if given), without transcribing:
+        one decoder step on the first 30 s window of the first block's features, which are made exactly as
+        `transcribe` makes them, so the answer is the same. ValueError for a code the model does not know."""
+        check_languages(self.languages, among)
+        features, _ = self._features(audio[:int(BLOCK_SECONDS * self.sampling_rate)])
+        return detect_language(self.model, features[:, :, :3000], self.languages, among)
+
     def _features(self, audio: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel features of one block (padded to a whole window when shorter, as the model expects)
         and the mask of its real frames."""
@@ -230,6 +240,23 @@ class WhisperRecognizer:
             if text:
                 words.append(Word(text, start, end))
         return words
+
+
+def _keep_encoder_attentions_out(model: Any) -> None:
+    """Make the encoder never return its self-attention maps.
+
+    Word times need only the decoder's cross-attentions, but `generate` asks for attentions
+    with `output_attentions`, which reaches the encoder too: its maps (layers x heads x
+    1500 x 1500 floats per 30 s window: 216 MB for whisper-tiny, 1.3 GB for whisper-small)
+    would be kept with every window of a block, and the encoder would run the eager attention
+    kernel to make them. Registering the hook again (a model shared by several recognizers)
+    changes nothing.
+    """
+
+    def without_attentions(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return args, {**kwargs, "output_attentions": False}
+
+    model.get_encoder().register_forward_pre_hook(without_attentions, with_kwargs=True)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any
 
 from bot.asr.loading import SharedModel, load_model
 from bot.asr.punctuation import Punctuator, load_punctuator
-from bot.execution.backend import BackendEvents
+from bot.execution.backend import Attempt, BackendEvents
 from bot.execution.base import TranscriptionRequest
 from bot.execution.config import EngineConfig
 from bot.execution.local.forkserver import start_forkserver, worker_context
@@ -57,6 +57,9 @@ class _Worker:
     #: The id of the job the worker should stop (shared memory; -1: none).
     cancel_id: ctypes.c_longlong
     outbox: SimpleQueue[_Outgoing] = field(default_factory=SimpleQueue)
+    #: The attempt last given to the process. Its messages name only the job id, which is enough:
+    #: a process is never given two attempts of one job (a retry follows the loss of the process).
+    attempt: Attempt | None = None
     #: Set by the reader thread once the process has exited and been reaped.
     gone: threading.Event = field(default_factory=threading.Event)
 
@@ -107,13 +110,15 @@ class ProcessPoolBackend:
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)
 
-    def run(self, slot: int, job_id: int, request: TranscriptionRequest) -> None:
-        self._workers[slot].outbox.put((job_id, request))
+    def run(self, slot: int, attempt: Attempt, request: TranscriptionRequest) -> None:
+        worker = self._workers[slot]
+        worker.attempt = attempt
+        worker.outbox.put((attempt.job_id, request))
 
-    def stop(self, slot: int, job_id: int) -> None:
+    def stop(self, slot: int, attempt: Attempt) -> None:
         worker = self._workers.get(slot)
         if worker is not None:
-            worker.cancel_id.value = job_id
+            worker.cancel_id.value = attempt.job_id
 
     def kill(self, slot: int) -> None:
         worker = self._workers.get(slot)
@@ -223,12 +228,16 @@ class ProcessPoolBackend:
         kind = message[0]
         if kind == "ready":
             self._events.worker_ready(worker.slot)
-        elif kind == "progress":
-            self._events.job_progress(worker.slot, message[1], message[2])
+            return
+        attempt = worker.attempt
+        if attempt is None or attempt.job_id != message[1]:
+            return  # not a job this process was given
+        if kind == "progress":
+            self._events.job_progress(worker.slot, attempt, message[2])
         elif kind == "result":
-            self._events.job_done(worker.slot, message[1], message[2])
+            self._events.job_done(worker.slot, attempt, message[2])
         else:
-            self._events.job_failed(worker.slot, message[1], message[2])
+            self._events.job_failed(worker.slot, attempt, message[2])
 
     def _on_exit(self, worker: _Worker, reason: str) -> None:
         if self._workers.get(worker.slot) is not worker or self._events is None:

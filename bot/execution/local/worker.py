@@ -10,9 +10,9 @@ Every file is decoded here, by the hardened decoder under the configured limits:
 (the parent's own temporary file, same machine) in place, bytes from a private temporary
 file of the worker's own, so both go through exactly the same code.
 
-A worker holds one recognizer per model (ASR_MODELS) and runs each request on the one its
-`TextOptions.model` names. With a punctuation model, the "punctuate" step takes the place
-of "sentence_case" in the recognizers' default chains (`bot.asr.punctuation`).
+The models and the punctuator arrive with their weights in shared memory and become the
+worker's `Engine` (`bot.execution.engine`): one recognizer per model of ASR_MODELS, routing
+by the request's model and by the language it detects, exactly as on a Ray replica.
 """
 
 from __future__ import annotations
@@ -29,15 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bot.asr import postprocess
 from bot.asr.loading import SharedModel
-from bot.asr.punctuation import Punctuator, with_punctuation
-from bot.asr.recognizer import Recognizer, build_recognizer
+from bot.asr.punctuation import Punctuator
 from bot.asr.types import Transcription
 from bot.audio.decode import AudioDecoder
 from bot.errors import VoiceBotError
 from bot.execution.base import TranscriptionRequest
 from bot.execution.config import EngineConfig
+from bot.execution.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +55,15 @@ def worker_main(conn: Connection, cancel_id: ctypes.c_longlong, config: EngineCo
         shared, punctuator = conn.recv()
     except (EOFError, KeyboardInterrupt):
         return
-    recognizers = {model.name: build_recognizer(model.rebuild(), config.recognizer) for model in shared}
+    engine = Engine.from_shared(config, shared, punctuator)
     del shared
-    if punctuator is not None:
-        postprocess.register("punctuate", punctuator)
-        for recognizer in recognizers.values():
-            default = getattr(recognizer, "default_postprocess", None)
-            if default is not None:
-                recognizer.default_postprocess = with_punctuation(default)  # type: ignore[attr-defined]
     limits = config.limits
     with AudioDecoder(max_seconds=limits.max_seconds, timeout=limits.timeout, memory_mb=limits.memory_mb) as decoder:
         conn.send(("ready",))
-        _serve(conn, cancel_id, recognizers, decoder)
+        _serve(conn, cancel_id, engine, decoder)
 
 
-def _serve(conn: Connection, cancel_id: ctypes.c_longlong, recognizers: dict[str, Recognizer],
-           decoder: AudioDecoder) -> None:
+def _serve(conn: Connection, cancel_id: ctypes.c_longlong, engine: Engine, decoder: AudioDecoder) -> None:
     """Answer jobs until the parent says stop or goes away; while idle, the decoder has a spare ffmpeg ready."""
     while True:
         decoder.prepare()
@@ -83,7 +75,7 @@ def _serve(conn: Connection, cancel_id: ctypes.c_longlong, recognizers: dict[str
             return
         job_id, request = message
         try:
-            result = _transcribe(conn, job_id, request, cancel_id, recognizers, decoder)
+            result = _transcribe(conn, job_id, request, cancel_id, engine, decoder)
             conn.send(("result", job_id, result))
         except VoiceBotError as exc:
             conn.send(("error", job_id, exc))
@@ -93,14 +85,12 @@ def _serve(conn: Connection, cancel_id: ctypes.c_longlong, recognizers: dict[str
 
 
 def _transcribe(conn: Connection, job_id: int, request: TranscriptionRequest, cancel_id: ctypes.c_longlong,
-                recognizers: dict[str, Recognizer], decoder: AudioDecoder) -> Transcription:
-    recognizer = recognizers.get(request.options.model)
-    if recognizer is None:
-        raise VoiceBotError(f"this worker runs {', '.join(map(repr, recognizers))}, not {request.options.model!r}")
+                engine: Engine, decoder: AudioDecoder) -> Transcription:
+    engine.recognizer(request.options.model)  # an unknown model is refused before the file is decoded
     started = time.perf_counter()
     audio = _decode(decoder, request.audio)
     decode_seconds = time.perf_counter() - started
-    result = recognizer.transcribe(
+    result = engine.transcribe(
         audio,
         request.options,
         on_progress=lambda progress: conn.send(("progress", job_id, progress)),

@@ -31,10 +31,21 @@ class Gateway:
     def __init__(self, transcriber: DeploymentHandle, config: ServeConfig) -> None:
         self._transcriber = transcriber
         self._config = config
+        #: What requests may name, the `*` model (the default) first.
+        self._models = config.engine.models or (config.engine.model,)
 
     @api.get("/healthz")
     async def healthz(self) -> PlainTextResponse:
         return PlainTextResponse("ok")
+
+    @api.get("/v1/models")
+    async def models(self, request: Request) -> Response:
+        """The models a request's `model` may name (OpenAI's list)."""
+        try:
+            openai_api.check_token(request.headers.get("authorization"), self._config.api_key)
+        except ApiError as error:
+            return relay.refuse(request, error)
+        return JSONResponse(openai_api.model_list(self._models))
 
     @api.get("/v1/voicebot/stats")
     async def stats(self, request: Request) -> Response:
@@ -85,7 +96,7 @@ class Gateway:
                 raise ApiError(400, "The field `file` must be a file upload.", "invalid_request", param="file")
             fields = {key: [value for value in parsed.getlist(key) if isinstance(value, str)]
                       for key in parsed.keys() if key != "file"}
-            form = openai_api.parse_form(fields, model=self._config.engine.model)
+            form = openai_api.parse_form(fields, models=self._models)
             openai_api.check_upload(None if upload is None else upload.size, max_file_mb=limit)
             assert upload is not None
             return form, await upload.read()

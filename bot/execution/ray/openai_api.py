@@ -3,7 +3,7 @@
 Pure functions over plain values (no Ray, no HTTP server), so every answer the cluster gives
 can be tested on its own. Field names, response formats and error bodies follow OpenAI's
 API, so OpenAI-compatible clients and `curl` work unchanged; voicebot's own additions are the
-`decoder`, `hotwords` and `postprocess` fields and the `x_voicebot` / `x_progress` members.
+`decoder`, `hotwords`, `postprocess` and `languages` fields and the `x_voicebot` / `x_progress` members.
 The sentences of error messages are the bot's own (`bot.telegram.replies.failure`).
 """
 
@@ -55,21 +55,23 @@ class TranscriptionForm:
     stream: bool = False
 
 
-def parse_form(fields: Mapping[str, Sequence[str]], *, model: str) -> TranscriptionForm:
+def parse_form(fields: Mapping[str, Sequence[str]], *, models: Sequence[str]) -> TranscriptionForm:
     """The request's non-file fields (each name with its values, as multipart carries them), checked.
 
-    `model` is the model this cluster runs: a request may name it or leave `model` empty
-    (OpenAI's clients always send one, so the cluster's own key is the only accepted name).
-    Decoder and post-processing step names are checked by the recognizer, before any audio runs.
+    `models` are the models this cluster runs, the one for every language (`*`) first: a
+    request names one of them, or leaves `model` empty for the first (OpenAI's clients always
+    send one, so the cluster's own keys are the only accepted names). `languages`
+    (comma-separated, with no `language`) restricts detection to those languages. Decoder,
+    post-processing step and language names are checked by the recognizer, before any audio runs.
     """
     def one(name: str, default: str = "") -> str:
         values = fields.get(name) or [default]
         return values[-1].strip()
 
-    asked_model = one("model")
-    if asked_model and asked_model != model:
-        raise ApiError(400, f"Unknown model {asked_model!r}: this server runs {model!r}.", "model_not_found",
-                       param="model")
+    asked_model = one("model") or models[0]
+    if asked_model not in models:
+        raise ApiError(400, f"Unknown model {asked_model!r}: this server runs {', '.join(map(repr, models))}.",
+                       "model_not_found", param="model")
     response_format = one("response_format", "json") or "json"
     if response_format not in RESPONSE_FORMATS:
         raise ApiError(400, f"Unknown response_format {response_format!r}; use one of: {', '.join(RESPONSE_FORMATS)}.",
@@ -84,8 +86,9 @@ def parse_form(fields: Mapping[str, Sequence[str]], *, model: str) -> Transcript
         raise ApiError(400, f"stream must be true or false, not {stream!r}.", "invalid_value", param="stream")
     postprocess = one("postprocess") if "postprocess" in fields else None
     options = TextOptions(
-        model=model,
+        model=asked_model,
         language=one("language") or None,
+        languages=_names(one("languages")),
         decoder=one("decoder", "greedy") or "greedy",
         hotwords=_names(one("hotwords")),
         postprocess=None if postprocess is None else _names(postprocess),
@@ -172,6 +175,11 @@ def verbose_json(result: Transcription, *, words: bool) -> dict[str, Any]:
         body["words"] = [{"word": word.word, "start": word.start, "end": word.end} for word in result.words]
     body["x_voicebot"] = result.to_dict()
     return body
+
+
+def model_list(models: Sequence[str]) -> dict[str, Any]:
+    """`GET /v1/models`: the models a request may name, as OpenAI lists them."""
+    return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "voicebot"} for name in models]}
 
 
 def delta_event(progress: Progress, previous_text: str) -> dict[str, Any]:

@@ -1,11 +1,12 @@
-"""The model replica: a Serve deployment that loads the model once and streams each job's progress and result.
+"""The model replica: a Serve deployment that loads its models once and streams each job's progress and result.
 
-Each replica builds its recognizer in `__init__` through the same factory as a local worker
-(`build_recognizer` on `load_model`), so both backends give the same text, and decodes the
-uploaded bytes with the same hardened decoder under the same limits. The recognizer is
-synchronous and runs in a thread; when the caller goes away (the HTTP client closed the
-stream, or the request was cancelled) the job's stop flag is set and the recognizer, which
-polls it between chunks, stops within one chunk.
+Each replica loads every model of the table (ASR_MODELS) and the punctuation model in `__init__`
+into the same `Engine` as a local worker (`bot.execution.engine`: `build_recognizer` on
+`load_model`, routing by the request's model and its detected language), so both backends give
+the same text, and decodes the uploaded bytes with the same hardened decoder under the same
+limits. The engine is synchronous and runs in a thread; when the caller goes away (the HTTP
+client closed the stream, or the request was cancelled) the job's stop flag is set and the
+recognizer, which polls it between chunks, stops within one chunk.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ import numpy as np
 import torch
 from ray import serve
 
-from bot.asr.loading import load_model
-from bot.asr.recognizer import build_recognizer
 from bot.asr.types import Progress, TextOptions, Transcription
 from bot.audio.decode import decode_audio
 from bot.errors import JobCancelledError, VoiceBotError
+from bot.execution.engine import Engine
 from bot.execution.ray.config import ReplicaEvent, ServeConfig
 
 log = logging.getLogger("voicebot.replica")
@@ -37,20 +37,21 @@ log = logging.getLogger("voicebot.replica")
 
 @serve.deployment
 class Transcriber:
-    """One model, one job at a time per `max_ongoing_requests` slot."""
+    """Every model of the table, one job at a time per `max_ongoing_requests` slot."""
 
     def __init__(self, config: ServeConfig) -> None:
         engine = config.engine
         torch.set_num_threads(engine.threads)
         # Progress after every chunk: a streaming client gets one event per chunk.
         recognizer_config = dataclasses.replace(engine.recognizer, progress_interval=0.0)
-        self._recognizer = build_recognizer(load_model(engine.model, attention=engine.attention), recognizer_config)
+        self._engine = Engine.load(engine, recognizer_config)
         self._limits = engine.limits
         self._threads = engine.threads
         self._pid = os.getpid()
         self._counts = {"jobs": 0, "chunks_run": 0, "cancelled": 0, "running": 0}
         self._lock = threading.Lock()
-        log.info("replica %d ready: %s, %d torch threads", self._pid, engine.model, engine.threads)
+        log.info("replica %d ready: %s%s, %d torch threads", self._pid, ", ".join(self._engine.models),
+                 f", punctuation {engine.punctuation_model}" if engine.punctuation_model else "", engine.threads)
 
     def stats(self) -> dict[str, Any]:
         """This replica's counters: jobs started, chunks run, jobs stopped by their caller, jobs running."""
@@ -105,8 +106,8 @@ class Transcriber:
             samples = self._decode(audio)
             decoded = time.perf_counter() - started
             try:
-                result: Transcription = self._recognizer.transcribe(samples, options, on_progress=report,
-                                                                    should_stop=should_stop)
+                result: Transcription = self._engine.transcribe(samples, options, on_progress=report,
+                                                                should_stop=should_stop)
             except ValueError as exc:
                 if chunks:  # an option is checked before any chunk runs: later, it is a bug
                     raise

@@ -14,8 +14,8 @@ the cluster's replicas and their queue sit behind them. Each attempt is one stre
 - `stop` and `kill` close the stream by cancelling the task; the replica notices the closed
   connection and stops within one chunk.
 
-A lost attempt's task has ended before its loss is reported, so it can never report a result
-afterwards. A slot is ready once the server's /healthz answers: at the first start within
+Every report names the attempt its task was started for, and a lost attempt's task has
+ended before its loss is reported, so it can never report a result afterwards. A slot is ready once the server's /healthz answers: at the first start within
 `start_timeout` (else it is a worker that could not start), after a loss however long the
 cluster takes to come back. Needs neither torch nor Ray.
 """
@@ -34,7 +34,7 @@ import aiohttp
 
 from bot.asr.types import Progress, Transcription
 from bot.errors import JobCancelledError, VoiceBotError
-from bot.execution.backend import BackendEvents
+from bot.execution.backend import Attempt, BackendEvents
 from bot.execution.base import TranscriptionRequest
 from bot.execution.remote.errors import domain_error
 from bot.execution.remote.request import HEALTH_PATH, TRANSCRIPTIONS_PATH, auth_headers, transcription_form
@@ -63,10 +63,10 @@ class _Lost(Exception):
 
 @dataclass(eq=False)
 class _Slot:
-    """What a slot is doing: waiting for /healthz (`job_id` None) or running one attempt."""
+    """What a slot is doing: waiting for /healthz (`attempt` None) or running one attempt."""
 
     task: asyncio.Task[None]
-    job_id: int | None = None
+    attempt: Attempt | None = None
     killed: bool = False
 
 
@@ -109,12 +109,12 @@ class HttpBackend:
     def start_worker(self, slot: int) -> None:
         self._begin(slot, None, self._wait_healthy(slot))
 
-    def run(self, slot: int, job_id: int, request: TranscriptionRequest) -> None:
-        self._begin(slot, job_id, self._attempt(slot, job_id, request))
+    def run(self, slot: int, attempt: Attempt, request: TranscriptionRequest) -> None:
+        self._begin(slot, attempt, self._attempt(slot, attempt, request))
 
-    def stop(self, slot: int, job_id: int) -> None:
+    def stop(self, slot: int, attempt: Attempt) -> None:
         current = self._slots.get(slot)
-        if current is not None and current.job_id == job_id:
+        if current is not None and current.attempt == attempt:
             current.task.cancel()
 
     def kill(self, slot: int) -> None:
@@ -136,9 +136,10 @@ class HttpBackend:
 
     # -- one slot's task -----------------------------------------------------------------
 
-    def _begin(self, slot: int, job_id: int | None, work: Any) -> None:
-        task = asyncio.get_running_loop().create_task(work, name=f"{self._name(slot)}-job-{job_id}")
-        self._slots[slot] = _Slot(task, job_id)
+    def _begin(self, slot: int, attempt: Attempt | None, work: Any) -> None:
+        label = f"job-{attempt.job_id}-attempt-{attempt.number}" if attempt else "start"
+        task = asyncio.get_running_loop().create_task(work, name=f"{self._name(slot)}-{label}")
+        self._slots[slot] = _Slot(task, attempt)
 
     def _current(self, slot: int) -> _Slot | None:
         """The slot's state if the calling task is still the one it runs (else its reports are stale)."""
@@ -190,24 +191,24 @@ class HttpBackend:
             delay = min(2 * delay, MAX_BACKOFF_SECONDS)
         return problem
 
-    async def _attempt(self, slot: int, job_id: int, request: TranscriptionRequest) -> None:
+    async def _attempt(self, slot: int, attempt: Attempt, request: TranscriptionRequest) -> None:
         """Run one attempt and report how it ended, as the only report of this task."""
         assert self._events is not None
         try:
-            result = await self._transcribe(slot, job_id, request)
+            result = await self._transcribe(slot, attempt, request)
         except asyncio.CancelledError:
             current = self._current(slot)
             if current is not None and current.killed:
                 self._slots.pop(slot)
-                self._events.worker_lost(slot, f"{self._name(slot)} was killed during job {job_id}")
+                self._events.worker_lost(slot, f"{self._name(slot)} was killed during job {attempt.job_id}")
             elif current is not None:
                 self._finish(slot)
-                self._events.job_failed(slot, job_id, JobCancelledError("cancelled"))
+                self._events.job_failed(slot, attempt, JobCancelledError("cancelled"))
             raise
         except VoiceBotError as error:
             if self._current(slot) is not None:
                 self._finish(slot)
-                self._events.job_failed(slot, job_id, error)
+                self._events.job_failed(slot, attempt, error)
         except (_Lost, StreamError, aiohttp.ClientError, OSError) as exc:
             if self._current(slot) is not None:
                 self._slots.pop(slot)
@@ -215,13 +216,13 @@ class HttpBackend:
         else:
             if self._current(slot) is not None:
                 self._finish(slot)
-                self._events.job_done(slot, job_id, result)
+                self._events.job_done(slot, attempt, result)
 
     def _finish(self, slot: int) -> None:
         """The attempt has ended and the slot is idle and ready again."""
-        self._slots[slot].job_id = None
+        self._slots[slot].attempt = None
 
-    async def _transcribe(self, slot: int, job_id: int, request: TranscriptionRequest) -> Transcription:
+    async def _transcribe(self, slot: int, attempt: Attempt, request: TranscriptionRequest) -> Transcription:
         """POST the audio, waiting out busy answers, and read the stream to its result."""
         assert self._session is not None
         audio = request.audio if isinstance(request.audio, bytes) else await asyncio.to_thread(request.audio.read_bytes)
@@ -236,18 +237,18 @@ class HttpBackend:
                     if hinted is None:
                         delay = min(2 * delay, MAX_BACKOFF_SECONDS)
                     log.info("job %s waits: the cluster is busy (HTTP %s), sending it again in %.1fs",
-                             job_id, response.status, wait)
+                             attempt.job_id, response.status, wait)
                 elif response.status in _GATEWAY:
                     raise _Lost(f"HTTP {response.status} from a gateway")
                 elif response.status >= 400:
                     raise await self._refused(response, len(audio))
                 else:
                     self.replica_pids[slot] = response.headers.get("x-voicebot-replica-pid", "?")
-                    return await self._read_stream(slot, job_id, response, len(audio))
+                    return await self._read_stream(slot, attempt, response, len(audio))
             await asyncio.sleep(wait)
 
     async def _read_stream(
-        self, slot: int, job_id: int, response: aiohttp.ClientResponse, audio_bytes: int
+        self, slot: int, attempt: Attempt, response: aiohttp.ClientResponse, audio_bytes: int
     ) -> Transcription:
         assert self._events is not None
         async for event in read_events(response.content.iter_any()):
@@ -255,7 +256,7 @@ class HttpBackend:
             if kind == "transcript.text.delta":
                 progress = event.get("x_progress")
                 if isinstance(progress, dict) and self._current(slot) is not None:
-                    self._events.job_progress(slot, job_id, Progress(
+                    self._events.job_progress(slot, attempt, Progress(
                         done_seconds=float(progress.get("done_seconds", 0.0)),
                         total_seconds=float(progress.get("total_seconds", 0.0)),
                         partial_text=str(progress.get("partial_text", "")),
@@ -267,7 +268,7 @@ class HttpBackend:
                     raise StreamError(f"the result event is malformed: {_describe(exc)}") from exc
             elif kind == "error":
                 raise domain_error(event.get("error"), audio_bytes=audio_bytes, **self._limits())
-        raise _Lost(f"the stream of job {job_id} ended before its result")
+        raise _Lost(f"the stream of {attempt} ended before its result")
 
     async def _refused(self, response: aiohttp.ClientResponse, audio_bytes: int) -> VoiceBotError:
         """The domain error of a 4xx/5xx answer; a body that is not the expected JSON still names the status."""

@@ -22,6 +22,8 @@ def transcription_form(audio: bytes, options: TextOptions, *, filename: str = "a
     form.add_field("model", options.model)
     if options.language is not None:
         form.add_field("language", options.language)
+    if options.languages:  # detection restricted to these
+        form.add_field("languages", ",".join(options.languages))
     form.add_field("response_format", "verbose_json")
     form.add_field("timestamp_granularities[]", "word")
     form.add_field("timestamp_granularities[]", "segment")

@@ -11,7 +11,14 @@ import logging
 from telegram import Update
 from telegram.constants import ChatType
 
-from bot.asr.routing import UnknownLanguageError, parse_choice, route
+from bot.asr.routing import (
+    LanguageChoice,
+    ModelTable,
+    UnknownLanguageError,
+    own_models_after_detection,
+    parse_choice,
+    route,
+)
 from bot.telegram import replies
 from bot.telegram.context import Context
 from bot.telegram.handlers.commands import ADMIN_STATUSES
@@ -31,7 +38,7 @@ async def on_language(update: Update, context: Context) -> None:
     argument = " ".join(context.args or [])
     if not argument:
         choice = parse_choice(await preferences.language(chat.id))
-        await message.reply_text(replies.language_state(str(choice), route(choice, models).model))
+        await message.reply_text(replies.language_state(str(choice), *_models(choice, models)))
         return
     try:
         choice = parse_choice(argument)
@@ -47,4 +54,10 @@ async def on_language(update: Update, context: Context) -> None:
     await preferences.upsert_chat(chat.id, chat_type=chat.type, title=chat.title)
     await preferences.set_language(chat.id, None if choice.is_auto else str(choice))
     log.info("chat %s: language set to %s", chat.id, choice, extra={"chat_id": chat.id, "user_id": user.id})
-    await message.reply_text(replies.language_set(str(choice), route(choice, models).model))
+    await message.reply_text(replies.language_set(str(choice), *_models(choice, models)))
+
+
+def _models(choice: LanguageChoice, models: ModelTable) -> tuple[str, dict[str, str]]:
+    """The model a choice routes to, and the detected languages that go on to their own model."""
+    planned = route(choice, models)
+    return planned.model, own_models_after_detection(planned, models)
