@@ -2,16 +2,23 @@
 
 Random weights with each checkpoint's sizes and the real vocabulary (tests/whisper_factory.py)
 have the real compute per token; they do not stop where a real model would, so every window
-is capped at `MAX_NEW_TOKENS` in both paths alike. Three figures per size and length, each
-in a fresh process (its peak RSS is its own):
+is capped at `MAX_NEW_TOKENS` in both paths alike. Each figure comes from a fresh process (its
+peak RSS is its own):
 
-- ours: `WhisperRecognizer` as the bot runs it, with the long-form fallback on (random text
-  fails the log-prob threshold, so every window is decoded at every temperature: the worst case);
-- ours without fallback: one temperature, the same work as the pipeline;
+- ours: `WhisperRecognizer` as the bot runs it, with the long-form fallback on. Random text
+  fails the log-prob threshold, so every window is decoded at all six temperatures: the worst
+  case, measured on whisper-tiny and 30 s only (it costs six times the rest);
+- ours without fallback: one temperature, the same work per window as the pipeline;
 - pipeline: `transformers.pipeline("automatic-speech-recognition", chunk_length_s=30)`.
 
-Memory per loaded model is the RSS a process gains by loading it. `--quick` runs the 5-minute
-file on whisper-tiny only (30 s on every size).
+The two paths do not decode the same number of windows on random weights: the pipeline cuts
+fixed 30 s chunks that overlap by 10 s, while our sequential long-form loop moves on to the
+last timestamp the model predicted, which random weights put anywhere in the window (a real
+model's segments end near the window's end). So next to the RTF each row gives the windows
+decoded and the seconds per window, which is the like-for-like compute figure.
+
+Memory per loaded model is the RSS a process gains by loading it. `--quick` runs every size and
+length once; the full run twice.
 
     python -m bench.whisper child ours|ours-no-fallback|pipeline MODEL_DIR AUDIO THREADS  # one run
 """
@@ -22,6 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import CACHE, PYTHON, Options, Row, Section, median, run_child, voice_note
 
@@ -47,10 +55,11 @@ def run(opts: Options) -> Section:
     section = Section(data={"max_new_tokens": MAX_NEW_TOKENS, "runs": {}})
     for size in SIZES:
         directory = model_dir(size)
-        for seconds in LENGTHS if not opts.quick or size == SIZES[0] else LENGTHS[:1]:
+        for seconds in LENGTHS:
             audio = voice_note(seconds)
+            paths = PATHS if (size, seconds) == (SIZES[0], LENGTHS[0]) else PATHS[1:]
             figures: dict[str, dict[str, float]] = {}
-            for path in PATHS:
+            for path in paths:
                 runs = []
                 for index in range(n):
                     print(f"whisper: {size} {seconds:g} s {path}, run {index + 1}/{n}", file=sys.stderr, flush=True)
@@ -59,12 +68,17 @@ def run(opts: Options) -> Section:
                     runs.append({**child.json(), "peak_rss_mb": child.peak_rss_mb})
                     print(f"whisper: {size} {seconds:g} s {path}: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
                 section.data["runs"][f"{size}/{seconds:g}/{path}"] = runs
-                figures[path] = {key: median([r[key] for r in runs]) for key in ("rtf", "load_rss_mb", "peak_rss_mb")}
-            section.add(Row("whisper", f"{size} {seconds:g} s: RTF ours / no fallback / pipeline",
-                            " / ".join(f"{figures[p]['rtf']:.3f}" for p in PATHS), n))
+                figures[path] = {key: median([r[key] for r in runs])
+                                 for key in ("rtf", "windows", "load_rss_mb", "peak_rss_mb")}
+                figures[path]["per_window"] = median([r["seconds"] / r["windows"] for r in runs])
+            section.add(Row("whisper", f"{size} {seconds:g} s: RTF {' / '.join(paths)}",
+                            " / ".join(f"{figures[p]['rtf']:.3f}" for p in paths), n))
+            section.add(Row("whisper", f"{size} {seconds:g} s: windows, s per window {' / '.join(paths)}",
+                            " / ".join(f"{figures[p]['windows']:.0f}, {figures[p]['per_window']:.2f} s" for p in paths),
+                            n))
             section.add(Row("whisper", f"{size} {seconds:g} s: peak RSS ours / pipeline",
-                            f"{figures['ours']['peak_rss_mb']:.0f} / {figures['pipeline']['peak_rss_mb']:.0f} MB", n))
-        section.add(Row("whisper", f"{size}: RSS of one loaded model", f"{figures['ours']['load_rss_mb']:.0f} MB", n))
+                            f"{figures[PATHS[1]]['peak_rss_mb']:.0f} / {figures['pipeline']['peak_rss_mb']:.0f} MB", n))
+        section.add(Row("whisper", f"{size}: RSS of one loaded model", f"{figures[PATHS[1]]['load_rss_mb']:.0f} MB", n))
     return section
 
 
@@ -78,27 +92,43 @@ def _child(path: str, directory: str, audio_path: str, threads: int) -> dict[str
     audio = decode_audio(Path(audio_path), max_seconds=3600)
     process = psutil.Process()
     before = process.memory_info().rss
+    windows = 0
     if path == "pipeline":
         from transformers import pipeline
 
         asr = pipeline("automatic-speech-recognition", model=directory, chunk_length_s=30, device="cpu")
+        generate = asr.model.generate
+
+        def counted_generate(*args: Any, **kwargs: Any) -> Any:  # one call per 30 s chunk (batch size 1)
+            nonlocal windows
+            windows += 1
+            return generate(*args, **kwargs)
+
+        asr.model.generate = counted_generate
         loaded_rss = process.memory_info().rss
         started = time.perf_counter()
         asr(audio.copy(), generate_kwargs={"max_new_tokens": MAX_NEW_TOKENS, "language": "en"})
     else:
+        from bot.asr.hardware import resolve_compute_type
         from bot.asr.loading import load_model
         from bot.asr.recognizer import RecognizerConfig
         from bot.asr.types import TextOptions
         from bot.asr.whisper.recognizer import Fallback, WhisperRecognizer
 
+        def between_windows() -> bool:  # the recognizer asks before every 30 s window
+            nonlocal windows
+            windows += 1
+            return False
+
         fallback = Fallback() if path == "ours" else Fallback(temperatures=(0.0,))
-        recognizer = WhisperRecognizer(load_model(directory), RecognizerConfig(device="cpu"), fallback=fallback,
-                                       max_new_tokens=MAX_NEW_TOKENS)
+        config = RecognizerConfig(device="cpu", compute_type=resolve_compute_type("auto", "cpu"))  # as the bot runs
+        recognizer = WhisperRecognizer(load_model(directory), config, fallback=fallback, max_new_tokens=MAX_NEW_TOKENS)
         loaded_rss = process.memory_info().rss
         started = time.perf_counter()
-        recognizer.transcribe(audio, TextOptions(model=directory, language="en"))
+        recognizer.transcribe(audio, TextOptions(model=directory, language="en"), should_stop=between_windows)
     elapsed = time.perf_counter() - started
-    return {"rtf": elapsed / (len(audio) / 16_000), "seconds": elapsed, "load_rss_mb": (loaded_rss - before) / 2**20}
+    return {"rtf": elapsed / (len(audio) / 16_000), "seconds": elapsed, "windows": max(windows, 1),
+            "load_rss_mb": (loaded_rss - before) / 2**20}
 
 
 if __name__ == "__main__":
