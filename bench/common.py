@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -180,6 +181,17 @@ def child_env(**extra: str) -> dict[str, str]:
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     env.update(extra)
     return env
+
+
+def stop_group(process: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM the process group a child leads (started with `start_new_session`), SIGKILL it after `grace` s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def run_child(argv: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 1200.0,

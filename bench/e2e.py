@@ -15,8 +15,6 @@ note that warms the worker.
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -25,7 +23,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import IDLE_SECONDS, PYTHON, ROOT, Options, Row, Section, child_env, median, not_run, voice_note
+from bench.common import (
+    IDLE_SECONDS,
+    PYTHON,
+    ROOT,
+    Options,
+    Row,
+    Section,
+    child_env,
+    median,
+    not_run,
+    stop_group,
+    voice_note,
+)
 
 TARGET_OVERHEAD_MS = 150.0
 NOTE_SECONDS = 10
@@ -101,13 +111,7 @@ def run(opts: Options) -> Section:
                 time.sleep(IDLE_SECONDS)  # the note arrives at an idle bot, as most do
                 measured.append(_send_and_time(tg, ogg))
         finally:
-            if bot.poll() is None:
-                os.killpg(bot.pid, signal.SIGTERM)
-                try:
-                    bot.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(bot.pid, signal.SIGKILL)
-                    bot.wait()
+            stop_group(bot, 30)
         model = _model_seconds(database, [unique_id for _, unique_id, _ in measured])
 
     runs = [{"latency": latency, "model": model[unique_id], "overhead": latency - model[unique_id],

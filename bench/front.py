@@ -19,8 +19,6 @@ Not run when the `cluster` extra (Ray) is not installed.
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +28,19 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, ROOT, Options, Row, Section, child_env, median, not_run, percentile, voice_note
+from bench.common import (
+    PYTHON,
+    ROOT,
+    Options,
+    Row,
+    Section,
+    child_env,
+    median,
+    not_run,
+    percentile,
+    stop_group,
+    voice_note,
+)
 
 NOTE_SECONDS = 3
 #: Notes each user sends at once: the default USER_MAX_CONCURRENT_JOBS, so none is refused.
@@ -86,7 +96,7 @@ def run(opts: Options) -> Section:
         finally:
             for process in (bot, server):
                 if process is not None:
-                    _stop(process)
+                    stop_group(process, 60)
     return _section(dispatched, cached, count)
 
 
@@ -165,16 +175,6 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) ->
             pass
         time.sleep(0.5)
     raise RuntimeError(f"{url} did not answer within {READY_TIMEOUT:.0f} s: {log_path.read_text()[-2000:]}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _free_port() -> int:
