@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.asr import postprocess
 from bot.asr.types import TextOptions, Transcription
 from bot.audio.decode import decode_audio
 from bot.execution.config import EngineConfig
@@ -49,10 +50,15 @@ def routed_server(ray_serve: RayServe, models: dict[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def local_engine(ray_serve: RayServe, models: dict[str, str]) -> Engine:
-    """The engine a local worker runs with the application's settings."""
+def local_engine(ray_serve: RayServe, models: dict[str, str]) -> Iterator[Engine]:
+    """The engine a local worker runs with the application's settings.
+
+    An engine registers its "punctuate" step for its whole process, as a worker's should; here that
+    process is the test session's, so the step registry is this module's own copy."""
     settings = load_settings(**{"asr_model": str(ray_serve.model), **TEST_SETTINGS, **models})
-    return Engine.load(EngineConfig.from_settings(settings))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(postprocess, "STEPS", dict(postprocess.STEPS))
+        yield Engine.load(EngineConfig.from_settings(settings))
 
 
 def transcribe(url: str, audio: bytes, **fields: Any) -> Transcription:
