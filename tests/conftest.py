@@ -30,7 +30,7 @@ from bot.asr.types import TextOptions
 from bot.audio import decode as audio
 from bot.audio.decode import decode_audio
 from tests.fake_telegram import FakeTelegram, SentMessage
-from tests.media import convert, synth_speech
+from tests.media import convert, looped, synth_speech
 from tests.model_factory import build_random_ctc_model
 
 #: The local Ray cluster fixtures (`ray_serve`, `asr_server`); they skip without the `cluster` extra.
@@ -76,6 +76,19 @@ def speech_ogg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("speech")
     wav = synth_speech("the quick brown fox jumps over the lazy dog near the river bank", directory / "speech.wav")
     return convert(wav, directory / "speech.ogg", "-c:a", "libopus", "-b:a", "24k", "-ar", "48000")
+
+
+@pytest.fixture(scope="session")
+def long_ogg(speech_ogg: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About a minute of speech (`speech_ogg` twelve times): many chunks, so a job is still running
+    when a test interferes with it."""
+    return looped(speech_ogg, tmp_path_factory.mktemp("long") / "long.ogg", 12, "-c:a", "libopus", "-b:a", "16k")
+
+
+@pytest.fixture(scope="session")
+def minutes_ogg(speech_ogg: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few minutes of speech: a transcript longer than one message, a job that keeps a worker busy."""
+    return looped(speech_ogg, tmp_path_factory.mktemp("minutes") / "minutes.ogg", 41, "-c:a", "libopus", "-b:a", "16k")
 
 
 def engine_text(recognizer: Recognizer, path: Path) -> str:

@@ -20,6 +20,7 @@ from bot.audio import decode
 __all__ = [
     "convert",
     "ffmpeg",
+    "looped",
     "make_silence",
     "make_tone",
     "make_video",
@@ -78,6 +79,16 @@ def make_video(path: Path, seconds: float, *ffmpeg_args: str, audio: bool = True
 def convert(src: Path, dst: Path, *ffmpeg_args: str) -> Path:
     """Re-encode `src` into `dst` (format from its extension, options from `ffmpeg_args`)."""
     ffmpeg("-i", str(src), *ffmpeg_args, str(dst))
+    return dst
+
+
+def looped(src: Path, dst: Path, times: int, *ffmpeg_args: str) -> Path:
+    """`src` played `times` times back to back into `dst`: a long note of real speech from a short one.
+
+    Streams are copied unless `ffmpeg_args` ask for a codec, e.g. `"-c:a", "libopus", "-b:a", "16k"`
+    (a long voice note as Telegram would send it: Opus at a low bitrate).
+    """
+    ffmpeg("-stream_loop", str(times - 1), "-i", str(src), *(ffmpeg_args or ("-c", "copy")), str(dst))
     return dst
 
 

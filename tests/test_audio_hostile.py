@@ -30,7 +30,7 @@ from bot.audio.decode import SAMPLE_RATE, decode_audio, tool_argv
 from bot.errors import AudioDecodeError, AudioTooLongError
 from bot.telegram.replies import failure
 from tests.conftest import exits_within
-from tests.media import ffmpeg, make_silence, make_tone, make_video, probe
+from tests.media import ffmpeg, looped, make_silence, make_tone, make_video, probe
 
 THREE_HOURS = 3 * 3600.0
 
@@ -50,9 +50,7 @@ def voice_note(media_dir: Path) -> Path:
 def three_hour_ogg(media_dir: Path) -> Path:
     """3 h of Opus silence (~4 MB), made by looping a 60 s encode with stream copy (< 1 s, not 50 s)."""
     chunk = make_silence(media_dir / "minute.ogg", 60, "-c:a", "libopus", "-b:a", "6k", rate=8_000)
-    looped = media_dir / "three-hours.ogg"
-    ffmpeg("-stream_loop", str(int(THREE_HOURS // 60) - 1), "-i", str(chunk), "-c", "copy", str(looped))
-    return looped
+    return looped(chunk, media_dir / "three-hours.ogg", int(THREE_HOURS // 60))
 
 
 def flac_claiming(src: Path, dst: Path, total_samples: int) -> Path:

@@ -15,7 +15,6 @@ import pytest
 from bot.asr.recognizer import Recognizer
 from tests.conftest import BotProcess, engine_text, final_replies, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram
-from tests.media import ffmpeg
 
 pytestmark = pytest.mark.slow
 
@@ -93,16 +92,14 @@ async def test_auto_off_by_group_admin(telegram: FakeTelegram, start_bot, speech
 
 
 async def test_long_transcript_is_split_then_sent_as_file(
-    telegram: FakeTelegram, start_bot, speech_ogg: Path, recognizer: Recognizer, tmp_path: Path
+    telegram: FakeTelegram, start_bot, minutes_ogg: Path, recognizer: Recognizer
 ) -> None:
-    long_ogg = tmp_path / "long.ogg"
-    ffmpeg("-stream_loop", "40", "-i", str(speech_ogg), "-c:a", "libopus", "-b:a", "16k", str(long_ogg))
-    expected = engine_text(recognizer, long_ogg)
+    expected = engine_text(recognizer, minutes_ogg)
     assert len(expected) > 4096, "the tiny model must produce a transcript longer than one message"
 
     bot = start_bot(TRANSCRIPT_FILE_CHARS=str(len(expected) + 1))
     await wait_ready(telegram, bot)
-    update = telegram.send_voice(701, 701, telegram.add_file(long_ogg.read_bytes()), duration=200)
+    update = telegram.send_voice(701, 701, telegram.add_file(minutes_ogg.read_bytes()), duration=200)
     message_id = update["message"]["message_id"]
     # The last part carries the format buttons: wait for it, not just the first edit.
     parts = await telegram.wait_for(
@@ -116,7 +113,7 @@ async def test_long_transcript_is_split_then_sent_as_file(
 
     bot = start_bot(TRANSCRIPT_FILE_CHARS="1000")
     await wait_ready(telegram, bot)
-    update = telegram.send_voice(702, 702, telegram.add_file(long_ogg.read_bytes()), duration=200)
+    update = telegram.send_voice(702, 702, telegram.add_file(minutes_ogg.read_bytes()), duration=200)
     answer = await wait_answer(telegram, 702, update["message"]["message_id"], timeout=120)
     [document] = [m.document for m in answer if m.document]
     assert document.data.decode().strip() == expected

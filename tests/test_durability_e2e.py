@@ -11,17 +11,8 @@ import pytest
 from bot.asr.recognizer import Recognizer
 from tests.conftest import engine_text, final_replies, wait_ready
 from tests.fake_telegram import FakeTelegram
-from tests.media import ffmpeg
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def long_ogg(speech_ogg: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A few minutes of speech, so five of them keep one worker busy for a while."""
-    path = tmp_path_factory.mktemp("durability") / "long.ogg"
-    ffmpeg("-stream_loop", "40", "-i", str(speech_ogg), "-c:a", "libopus", "-b:a", "16k", str(path))
-    return path
 
 
 def placeholders_stored(database: Path) -> int:
@@ -30,13 +21,13 @@ def placeholders_stored(database: Path) -> int:
 
 
 async def test_sigkill_with_five_queued_notes_answers_all_five_once_after_restart(
-    telegram: FakeTelegram, start_bot, long_ogg: Path, recognizer: Recognizer, tmp_path: Path
+    telegram: FakeTelegram, start_bot, minutes_ogg: Path, recognizer: Recognizer, tmp_path: Path
 ) -> None:
     bot = start_bot()
     await wait_ready(telegram, bot)
     notes = []
     for user in range(1, 6):
-        update = telegram.send_voice(user, user, telegram.add_file(long_ogg.read_bytes()), duration=200)
+        update = telegram.send_voice(user, user, telegram.add_file(minutes_ogg.read_bytes()), duration=200)
         notes.append((user, update["message"]["message_id"]))
     # Every job is persisted and has its placeholder; then the whole process group dies.
     await telegram.wait_for(
@@ -57,7 +48,7 @@ async def test_sigkill_with_five_queued_notes_answers_all_five_once_after_restar
         return bool(parts) and bool(parts[-1].buttons)
 
     await telegram.wait_for(lambda s: all(complete(s, chat, mid) for chat, mid in notes), timeout=240)
-    expected = engine_text(recognizer, long_ogg)
+    expected = engine_text(recognizer, minutes_ogg)
     for chat, message_id in notes:
         # Exactly once: the reply messages (a long transcript is split) add up to one transcript.
         parts = final_replies(telegram, chat, message_id)

@@ -29,7 +29,7 @@ from bot.asr.types import TextOptions, Transcription
 from bot.audio.decode import decode_audio
 from bot.errors import JobCancelledError, ModelLoadError
 from tests.conftest import CORPUS
-from tests.media import convert, ffmpeg, synth_speech
+from tests.media import convert, looped, synth_speech
 
 CORPUS_16K = ["jfk.wav", "ldc93s1.wav", "arctic_aew_a0001.wav", "ls_1272-128104-0000_pv.wav", "ps_cards_001.wav"]
 
@@ -45,7 +45,7 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def long_wav(speech_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """About a minute of speech: many chunks at the lengths used below."""
     path = tmp_path_factory.mktemp("long") / "long.wav"
-    ffmpeg("-stream_loop", "12", "-i", str(speech_wav), "-c:a", "pcm_s16le", str(path))
+    looped(speech_wav, path, 13, "-c:a", "pcm_s16le")
     return path
 
 

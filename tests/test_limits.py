@@ -18,7 +18,7 @@ from bot.asr.recognizer import Recognizer
 from bot.telegram.limits import TokenBucket, UserLimiter
 from tests.conftest import BotProcess, engine_text, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
-from tests.media import ffmpeg
+from tests.media import looped
 
 RATE_LIMITED = re.compile(r"^You're sending files faster than I can take them\. Please try again in (\d+) s\.$")
 BUSY = re.compile(r"^I'm busy right now\. Please try again in (\d+) s\.$")
@@ -84,7 +84,7 @@ def test_token_bucket_allows_a_burst_then_its_rate() -> None:
 def long_ogg(tmp_path_factory: pytest.TempPathFactory, speech_ogg: Path) -> Path:
     """~14 minutes of speech (~8 s of work for the tiny model): keeps the one worker busy."""
     path = tmp_path_factory.mktemp("limits") / "long.ogg"
-    ffmpeg("-stream_loop", "200", "-i", str(speech_ogg), "-c", "copy", str(path))
+    looped(speech_ogg, path, 201)
     return path
 
 

@@ -29,7 +29,7 @@ from bot.execution.local.pool import ProcessPoolBackend
 from bot.execution.scheduler import Scheduler
 from bot.settings import Settings
 from bot.telegram.replies import failure
-from tests.media import ffmpeg, make_silence
+from tests.media import looped, make_silence
 
 pytestmark = pytest.mark.slow
 CHUNK, STRIDE = 2.0, 0.5
@@ -39,7 +39,7 @@ CHUNK, STRIDE = 2.0, 0.5
 def long_wav(speech_ogg: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """About eight minutes of speech: a job that keeps a worker busy for a few seconds."""
     path = tmp_path_factory.mktemp("executor") / "long.wav"
-    ffmpeg("-stream_loop", "100", "-i", str(speech_ogg), "-ar", "16000", "-ac", "1", str(path))
+    looped(speech_ogg, path, 101, "-ar", "16000", "-ac", "1")
     return path
 
 

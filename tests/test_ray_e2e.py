@@ -24,7 +24,7 @@ from bot.execution.remote.backend import HttpBackend
 from bot.execution.scheduler import Scheduler
 from tests.conftest import BotProcess, engine_text, final_replies, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
-from tests.media import ffmpeg
+from tests.media import looped
 from tests.ray_cluster import RayServe
 
 pytest.importorskip("ray")
@@ -34,18 +34,10 @@ GROUP = -100400500
 
 
 @pytest.fixture(scope="module")
-def long_ogg(speech_ogg: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """About a minute of speech: many chunks, so a job is still running when a test interferes with it."""
-    path = tmp_path_factory.mktemp("long") / "long.ogg"
-    ffmpeg("-stream_loop", "11", "-i", str(speech_ogg), "-c:a", "libopus", "-b:a", "16k", str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
 def very_long_ogg(speech_ogg: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """About eight minutes of speech: long enough for progress edits, and to kill a replica in the middle."""
     path = tmp_path_factory.mktemp("very-long") / "very-long.ogg"
-    ffmpeg("-stream_loop", "95", "-i", str(speech_ogg), "-c:a", "libopus", "-b:a", "12k", str(path))
+    looped(speech_ogg, path, 96, "-c:a", "libopus", "-b:a", "12k")
     return path
 
 

@@ -20,7 +20,7 @@ from bot.asr.formats import build_cues, to_srt, to_vtt
 from bot.asr.recognizer import Recognizer
 from bot.asr.types import TextOptions, Transcription
 from bot.audio.decode import decode_audio
-from tests.media import ffmpeg
+from tests.media import ffmpeg, looped
 from tests.ray_cluster import RayServe
 
 pytest.importorskip("ray")
@@ -44,18 +44,10 @@ def events(response: httpx.Response) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def long_ogg(speech_ogg: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """About a minute of speech: fifteen 4 s chunks."""
-    path = tmp_path_factory.mktemp("ray-media") / "long.ogg"
-    ffmpeg("-stream_loop", "11", "-i", str(speech_ogg), "-c:a", "libopus", "-b:a", "16k", str(path))
-    return path
-
-
-@pytest.fixture(scope="session")
 def very_long_ogg(speech_ogg: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Twenty minutes of speech (300 chunks): a job that is still running when a test acts on it."""
     path = tmp_path_factory.mktemp("ray-media") / "very-long.ogg"
-    ffmpeg("-stream_loop", "240", "-i", str(speech_ogg), "-c:a", "libopus", "-b:a", "8k", str(path))
+    looped(speech_ogg, path, 241, "-c:a", "libopus", "-b:a", "8k")
     return path
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from bot.asr.recognizer import Recognizer
 from tests.conftest import REPO, engine_text
-from tests.media import ffmpeg
+from tests.media import looped
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ SERVE_REPLICA = "ray::ServeReplica:"
 def four_minutes_ogg(speech_ogg: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four minutes of speech: the job is still running when its node goes."""
     path = tmp_path_factory.mktemp("four-minutes") / "four-minutes.ogg"
-    ffmpeg("-stream_loop", "47", "-i", str(speech_ogg), "-c:a", "libopus", "-b:a", "12k", str(path))
+    looped(speech_ogg, path, 48, "-c:a", "libopus", "-b:a", "12k")
     return path
 
 

@@ -27,7 +27,7 @@ import pytest
 from bot.asr.recognizer import Recognizer
 from tests.conftest import BotProcess, engine_text, final_replies, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
-from tests.media import convert, ffmpeg, make_silence, make_video
+from tests.media import convert, looped, make_silence, make_video
 
 pytestmark = pytest.mark.slow
 
@@ -54,16 +54,16 @@ def media(tmp_path_factory: pytest.TempPathFactory, speech_ogg: Path) -> dict[st
     # Long recordings by looping the speech note with stream copy (fast): a job that keeps
     # a worker busy for seconds with the tiny model.
     files["medium"] = directory / "medium.ogg"  # ~3 min: ~1.5 s of work
-    ffmpeg("-stream_loop", "40", "-i", str(speech_ogg), "-c", "copy", str(files["medium"]))
+    looped(speech_ogg, files["medium"], 41)
     files["long"] = directory / "long.ogg"  # ~14 min: ~8 s of work
-    ffmpeg("-stream_loop", "200", "-i", str(speech_ogg), "-c", "copy", str(files["long"]))
+    looped(speech_ogg, files["long"], 201)
     files["longer"] = directory / "longer.ogg"  # ~42 min (MAX_AUDIO_SECONDS raised for it): ~14 s of work
-    ffmpeg("-stream_loop", "600", "-i", str(speech_ogg), "-c", "copy", str(files["longer"]))
+    looped(speech_ogg, files["longer"], 601)
 
     # 3 h of Opus silence in a few MB: a 60 s encode looped by stream copy.
     minute = make_silence(directory / "minute.ogg", 60, "-c:a", "libopus", "-b:a", "6k", rate=8_000)
     files["three_hours"] = directory / "three-hours.ogg"
-    ffmpeg("-stream_loop", "179", "-i", str(minute), "-c", "copy", str(files["three_hours"]))
+    looped(minute, files["three_hours"], 180)
 
     # Two hours of FLAC silence in a few KB, its STREAMINFO sample count zeroed ("unknown"),
     # so only the decoder's output cap can stop it.

@@ -22,10 +22,10 @@ import pytest
 import torch
 from transformers import WhisperForConditionalGeneration
 
-from bot.asr.loading import SharedModel, load_model
+from bot.asr.loading import LoadedModel, SharedModel, load_model
 from bot.asr.recognizer import RecognizerConfig, build_recognizer
 from bot.asr.types import TextOptions, Transcription
-from bot.asr.whisper.recognizer import BLOCK_SECONDS, WhisperRecognizer
+from bot.asr.whisper.recognizer import BLOCK_SECONDS, Fallback, WhisperRecognizer
 from bot.audio.decode import decode_audio
 from bot.errors import JobCancelledError
 from bot.execution.base import TranscriptionRequest
@@ -59,11 +59,16 @@ def neutral_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_random_whisper_model(tmp_path_factory.mktemp("whisper-neutral"), seed=1, max_length=48)
 
 
+def decoding_once(loaded: LoadedModel) -> WhisperRecognizer:
+    """A recognizer that decodes each window once: random text fails every fallback check, so the
+    default would decode it six times over (that path has its own test; the pool and CLI tests run it)."""
+    config = RecognizerConfig(device="cpu", compute_type="float32", progress_interval=0)
+    return WhisperRecognizer(loaded, config, fallback=Fallback(temperatures=(0.0,)))
+
+
 @pytest.fixture(scope="session")
 def whisper(whisper_model: Path) -> WhisperRecognizer:
-    recognizer = build_recognizer(load_model(str(whisper_model)), RecognizerConfig(device="cpu", progress_interval=0))
-    assert isinstance(recognizer, WhisperRecognizer)
-    return recognizer
+    return decoding_once(load_model(str(whisper_model)))
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +101,31 @@ def test_a_whisper_checkpoint_loads_by_its_config_whatever_its_name(whisper_mode
     assert isinstance(build_recognizer(loaded, RecognizerConfig(device="cpu")), WhisperRecognizer)
 
 
+def test_a_window_that_fails_the_checks_is_decoded_again_at_higher_temperatures(
+    whisper: WhisperRecognizer, whisper_model: Path, speech: np.ndarray
+) -> None:
+    """Random weights give a mean log-probability near -log(51865), far below the threshold: by
+    default each window is decoded again at the next temperatures, which `whisper` turns off."""
+    default = build_recognizer(load_model(str(whisper_model)), RecognizerConfig(device="cpu"))
+    assert isinstance(default, WhisperRecognizer) and default.fallback == Fallback()
+    first_steps = {}
+    for name, recognizer in {"default": default, "once": whisper}.items():
+        seen, remove = decoder_prompts(recognizer)
+        try:
+            transcribe(recognizer, speech, language="en")
+        finally:
+            remove()
+        first_steps[name] = len(seen)
+    assert first_steps["default"] > first_steps["once"] > 0
+
+
 def test_detection_finds_the_language_and_the_result_says_it(whisper: WhisperRecognizer, speech: np.ndarray,
                                                               neutral_model: Path) -> None:
     result = transcribe(whisper, speech)
     assert result.language == FAVOURED and result.options.language is None
     assert result.model == whisper.model_name and result.options.postprocess == ()
     assert result.options.chunk_seconds == 30.0 and result.duration == pytest.approx(len(speech) / 16_000)
-    neutral = build_recognizer(load_model(str(neutral_model)), RecognizerConfig(device="cpu"))
-    assert transcribe(neutral, speech).language in WHISPER_LANGUAGES
+    assert transcribe(decoding_once(load_model(str(neutral_model))), speech).language in WHISPER_LANGUAGES
 
 
 def test_restricted_detection_takes_the_best_of_the_allowed_languages(
@@ -214,8 +236,7 @@ def test_shared_weights_carry_the_generation_config(whisper_model: Path, speech:
     for name, tensor in rebuilt.model.state_dict().items():
         assert tensor.data_ptr() == shared.state[name].data_ptr(), name
     assert rebuilt.model.generation_config.lang_to_id == loaded.model.generation_config.lang_to_id
-    recognizer = build_recognizer(rebuilt, RecognizerConfig(device="cpu"))
-    assert recognizer.transcribe(speech, TextOptions(model=str(whisper_model))).language == FAVOURED
+    assert decoding_once(rebuilt).transcribe(speech, TextOptions(model=str(whisper_model))).language == FAVOURED
 
 
 @pytest.mark.slow
