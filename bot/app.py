@@ -105,7 +105,7 @@ def build_application(settings: Settings) -> Application:
         .concurrent_updates(64)
         .rate_limiter(delivery.rate_limiter())  # the one owner of flood-wait retries
         .connect_timeout(10)
-        .read_timeout(30)
+        .read_timeout(settings.telegram_read_timeout_seconds)
         .write_timeout(60)
         .media_write_timeout(120)
         .get_updates_read_timeout(40)

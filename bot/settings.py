@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         default=False,
         description="Set when the self-hosted Bot API server runs with --local: file paths are read from its disk.",
     )
+    telegram_read_timeout_seconds: float = Field(
+        default=30.0, gt=0,
+        description="Seconds to wait for Telegram to answer a Bot API call or send a file's bytes before that "
+        "try counts as timed out (and is retried).",
+    )
     webhook_url: str | None = Field(
         default=None, description="Public HTTPS URL for webhook mode; empty means long polling."
     )
