@@ -1,8 +1,8 @@
 """The composition root: builds the Application and owns the shared resources' lifetime.
 
 Storage, the transcriber (worker pool) and the health server are created in `post_init`
-and closed in `post_shutdown`, as in python-telegram-bot's examples. On SIGTERM PTB
-stops polling first; then, in `post_stop` (while the Bot can still send), running jobs
+and closed in `post_shutdown`, as in python-telegram-bot's examples; `_serve` runs them in
+the order PTB's `run_polling` does. On SIGTERM polling stops first; then, in `post_stop` (while the Bot can still send), running jobs
 get a short grace period to finish and answer, and whatever is still unfinished stays
 in the database and is resumed by the next start. `post_shutdown` runs after PTB has
 closed the Bot's HTTP connections, so it only closes what needs no Telegram.
@@ -10,8 +10,13 @@ closed the Bot's HTTP connections, so it only closes what needs no Telegram.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import urlparse
 
 from telegram import Update
@@ -38,6 +43,8 @@ TELEGRAM_FRESH_SECONDS = 180.0
 GAUGE_INTERVAL_SECONDS = 5.0
 PING_INTERVAL_SECONDS = 60.0
 PURGE_INTERVAL_SECONDS = 3600.0
+#: What stops the bot cleanly (as PTB's run_polling has them): Ctrl-C, `docker stop`, abort().
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGABRT)
 
 
 def build_application(settings: Settings) -> Application:
@@ -123,20 +130,75 @@ def run_bot(settings: Settings) -> None:
     secrets = [secret.get_secret_value() for secret in (settings.telegram_bot_token, settings.webhook_secret) if secret]
     setup_logging(level=settings.log_level, fmt=settings.log_format, secrets=secrets)
     check_ffmpeg()
-    application = build_application(settings)
-    if settings.webhook_url:
-        if settings.webhook_secret is None:
-            raise SystemExit("Invalid setting WEBHOOK_SECRET: required when WEBHOOK_URL is set")
-        application.run_webhook(
-            listen=settings.webhook_listen,
-            port=settings.webhook_port,
-            url_path=urlparse(settings.webhook_url).path.lstrip("/"),
-            webhook_url=settings.webhook_url,
-            secret_token=settings.webhook_secret.get_secret_value(),
-            allowed_updates=Update.ALL_TYPES,
-        )
-    else:
-        application.run_polling(allowed_updates=Update.ALL_TYPES)
+    if settings.webhook_url and settings.webhook_secret is None:
+        raise SystemExit("Invalid setting WEBHOOK_SECRET: required when WEBHOOK_URL is set")
+    asyncio.run(_serve(build_application(settings), settings))
+
+
+async def _serve(application: Application, settings: Settings) -> None:
+    """What PTB's `run_polling`/`run_webhook` do, with the stop signals only setting an event.
+
+    PTB's own handlers raise SystemExit from inside the event loop; one that lands in the loop
+    step where a start-up step finishes leaves that step's "stop the loop" callback behind, and
+    it then stops the loop in the middle of the shutdown, which never completes. Here the
+    signal is acted on between the steps: it cancels start-up (post_init) or ends serving.
+    """
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stopping.set)
+    updater = application.updater
+    assert updater is not None and application.post_init and application.post_stop and application.post_shutdown
+    try:
+        await application.initialize()
+        if not await _unless_stopped(application.post_init(application), stopping):
+            return
+        if settings.webhook_url:
+            assert settings.webhook_secret is not None
+            await updater.start_webhook(
+                listen=settings.webhook_listen,
+                port=settings.webhook_port,
+                url_path=urlparse(settings.webhook_url).path.lstrip("/"),
+                webhook_url=settings.webhook_url,
+                secret_token=settings.webhook_secret.get_secret_value(),
+                allowed_updates=Update.ALL_TYPES,
+            )
+        else:
+            await updater.start_polling(allowed_updates=Update.ALL_TYPES, error_callback=_polling_error(application))
+        await application.start()
+        await stopping.wait()
+    finally:
+        if updater.running:
+            await updater.stop()
+        if application.running:
+            await application.stop()
+            await application.post_stop(application)
+        await application.shutdown()
+        await application.post_shutdown(application)
+
+
+async def _unless_stopped(step: Coroutine[Any, Any, None], stopping: asyncio.Event) -> bool:
+    """Run a start-up step; a stop signal meanwhile cancels it (False) rather than waiting for the model load."""
+    task = asyncio.ensure_future(step)
+    stop = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    task.result()
+    return not stopping.is_set()
+
+
+def _polling_error(application: Application) -> Callable[[TelegramError], None]:
+    """Errors while fetching updates go to the error handlers, as `run_polling` sends them."""
+
+    def report(error: TelegramError) -> None:
+        application.create_task(application.process_error(error=error, update=None))
+
+    return report
 
 
 async def _readiness(data: BotData) -> dict[str, bool]:

@@ -331,6 +331,26 @@ async def test_killed_worker_is_replaced_and_sigterm_resumes_the_job_after_resta
     assert "Task was destroyed" not in bot.log
 
 
+async def test_sigterm_while_starting_or_just_ready_stops_cleanly(
+    telegram: FakeTelegram, start_bot: Callable[..., BotProcess], tmp_path: Path,
+) -> None:
+    """`docker stop` right after `docker start`: while the model loads, and in the instant the bot
+    is ready (a stop signal there once left the shutdown stopped half-way, and the process hung)."""
+    bot = start_bot()
+    deadline = time.monotonic() + 60
+    while "migrated to schema" not in bot.log and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert await bot.stop(timeout=15) == 0  # the start-up is cancelled, not waited for
+    assert "stopped" in bot.log and "Traceback" not in bot.log
+    assert not telegram.calls("getUpdates")
+
+    bot = start_bot()
+    await wait_ready(telegram, bot)
+    assert await bot.stop(timeout=15) == 0
+    assert "stopped" in bot.log and "Traceback" not in bot.log
+    assert not (tmp_path / "bot.sqlite3-wal").exists(), "the database was not closed cleanly"
+
+
 # --- start-up errors --------------------------------------------------------------------------
 
 
