@@ -1,11 +1,12 @@
 """The composition root: builds the Application and owns the shared resources' lifetime.
 
 Storage, the transcriber (worker pool) and the health server are created in `post_init`
-and closed in `post_shutdown`, as in python-telegram-bot's examples; `_serve` runs them in
-the order PTB's `run_polling` does. On SIGTERM polling stops first; then, in `post_stop` (while the Bot can still send), running jobs
-get a short grace period to finish and answer, and whatever is still unfinished stays
-in the database and is resumed by the next start. `post_shutdown` runs after PTB has
-closed the Bot's HTTP connections, so it only closes what needs no Telegram.
+and closed in `post_shutdown`, as in python-telegram-bot's examples; `_serve` runs the hooks
+in the order PTB's `run_polling` does. On SIGTERM polling stops first; then, in `post_stop`
+(while the Bot can still send), running jobs get a short grace period to finish and answer,
+and whatever is still unfinished stays in the database and is resumed by the next start.
+`post_shutdown` runs after PTB has closed the Bot's HTTP connections, so it only closes what
+needs no Telegram.
 """
 
 from __future__ import annotations
