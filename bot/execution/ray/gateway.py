@@ -42,7 +42,7 @@ class Gateway:
     async def models(self, request: Request) -> Response:
         """The models a request's `model` may name (OpenAI's list)."""
         try:
-            openai_api.check_token(request.headers.get("authorization"), self._config.api_key)
+            self._check_token(request)
         except ApiError as error:
             return relay.refuse(request, error)
         return JSONResponse(openai_api.model_list(self._models))
@@ -51,7 +51,7 @@ class Gateway:
     async def stats(self, request: Request) -> Response:
         """One replica's counters (after the job it is running, if any)."""
         try:
-            openai_api.check_token(request.headers.get("authorization"), self._config.api_key)
+            self._check_token(request)
         except ApiError as error:
             return relay.refuse(request, error)
         return JSONResponse(await self._transcriber.stats.remote())
@@ -59,7 +59,7 @@ class Gateway:
     @api.post("/v1/audio/transcriptions")
     async def transcriptions(self, request: Request) -> Response:
         try:
-            openai_api.check_token(request.headers.get("authorization"), self._config.api_key)
+            self._check_token(request)
             form, audio = await self._read(request)
             replica = self._transcriber.options(stream=True).transcribe.remote(audio, form.options, form.stream)
             assert isinstance(replica, DeploymentResponseGenerator)
@@ -77,6 +77,10 @@ class Gateway:
                                              type="server_error", headers={"Retry-After": "1"}))
         except ApiError as error:
             return relay.refuse(request, error)
+
+    def _check_token(self, request: Request) -> None:
+        """An `ApiError` (401) unless the request carries ASR_API_KEY as its bearer token, when one is set."""
+        openai_api.check_token(request.headers.get("authorization"), self._config.api_key)
 
     async def _read(self, request: Request) -> tuple[TranscriptionForm, bytes]:
         limit = self._config.max_file_mb
