@@ -5,13 +5,13 @@ delay another user's single voice note. The queue is bounded: past `queue_size` 
 jobs, `submit` raises `ExecutorOverloadedError` with a retry hint. A job running past
 `job_timeout` has its worker killed. A job whose worker is lost (killed, out of memory) is
 retried once, first in its owner's line; lost a second time, it fails with `WorkerCrashedError`.
-Each run of a job is an `Attempt` and the backend's reports name theirs: a report that is not
-about the job's current attempt (a lost first try's result arriving after the retry began) is
-ignored, so a job is settled once, by its current attempt. A
-cancelled job leaves the queue, or is asked to stop between chunks and has its worker
-killed if it has not within `cancel_grace` seconds. Workers that keep dying before they
-ever become ready mean the backend is broken: every job then fails at once instead of
-waiting for a worker that never comes.
+Each run of a job is an `Attempt` and the backend's reports name theirs: a report that is
+not about the job's current attempt (a lost first try's result arriving after the retry
+began) is ignored, so a job is settled once, by its current attempt. A cancelled job leaves
+the queue, or is asked to stop between chunks and has its worker killed if it has not within
+`cancel_grace` seconds. Workers that keep dying before they ever become ready mean the
+backend is broken: every job then fails at once instead of waiting for a worker that never
+comes.
 
 `Scheduler` is the `Transcriber` the bot holds; an `ExecutionBackend` only runs attempts on
 its workers and reports back. Torch-free.

@@ -14,10 +14,11 @@ the cluster's replicas and their queue sit behind them. Each attempt is one stre
 - `stop` and `kill` close the stream by cancelling the task; the replica notices the closed
   connection and stops within one chunk.
 
-Every report names the attempt its task was started for, and a lost attempt's task has
-ended before its loss is reported, so it can never report a result afterwards. A slot is ready once the server's /healthz answers: at the first start within
-`start_timeout` (else it is a worker that could not start), after a loss however long the
-cluster takes to come back. Needs neither torch nor Ray.
+Every report names the attempt its task was started for, and a lost attempt's task has ended
+before its loss is reported, so it can never report a result afterwards. A slot is ready
+once the server's /healthz answers: at the first start within `start_timeout` (else it is a
+worker that could not start), after a loss however long the cluster takes to come back.
+Needs neither torch nor Ray.
 """
 
 from __future__ import annotations
