@@ -57,8 +57,9 @@ def test_a_request_names_any_served_model_and_may_restrict_detection() -> None:
         openai_api.parse_form({"model": ["whisper-1"]}, models=served)
     assert caught.value.code == "model_not_found"
     assert all(repr(name) in caught.value.message for name in served)
-    assert openai_api.model_list(served) == {"object": "list", "data": [
-        {"id": name, "object": "model", "owned_by": "voicebot"} for name in served]}
+    assert openai_api.model_list(served, {"openai/whisper-small"}) == {"object": "list", "data": [
+        {"id": "openai/whisper-small", "object": "model", "owned_by": "voicebot", "x_voicebot": {"detects_language": True}},
+        {"id": MODEL, "object": "model", "owned_by": "voicebot", "x_voicebot": {"detects_language": False}}]}
 
 
 @pytest.mark.parametrize(("fields", "param", "code"), [

@@ -74,6 +74,8 @@ def test_every_model_is_served_and_routed_as_by_the_local_engine(
     whisper, ctc = local_engine.models
     listed = httpx.get(routed_server + "/v1/models", timeout=30).json()
     assert [model["id"] for model in listed["data"]] == [whisper, ctc] and ctc == str(tiny_model)
+    assert [model["x_voicebot"]["detects_language"] for model in listed["data"]] == [True, False]
+    assert local_engine.language_detectors == {whisper}
 
     samples = decode_audio(speech_ogg, max_seconds=60)
     audio = speech_ogg.read_bytes()

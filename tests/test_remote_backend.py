@@ -28,6 +28,7 @@ from bot.errors import (
     WorkerCrashedError,
 )
 from bot.execution.base import TranscriptionRequest
+from bot.execution.ray import openai_api
 from bot.execution.remote.backend import HttpBackend
 from bot.execution.remote.sse import StreamError, read_events
 from bot.execution.scheduler import Scheduler
@@ -58,6 +59,8 @@ class Endpoint:
     health_checks: int = 0
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
+    #: The answer to GET /v1/models (None: HTTP 500).
+    models: Any = field(default_factory=lambda: openai_api.model_list(("tiny",), ()))
 
     async def transcriptions(self, request: web.Request) -> web.StreamResponse:
         if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -81,6 +84,11 @@ class Endpoint:
             return web.Response(status=401)
         healthy = self.health_checks > self.healthy_after and not self.down
         return web.Response(text="ok", status=200 if healthy else 503)
+
+    async def model_list(self, request: web.Request) -> web.Response:
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return error_response(401, "unauthorized", "a wrong or missing bearer token")
+        return web.json_response(self.models) if self.models is not None else web.Response(status=500)
 
 
 def sse(event: dict[str, Any]) -> bytes:
@@ -152,6 +160,7 @@ async def endpoint_at() -> AsyncIterator[Callable[..., Awaitable[Endpoint]]]:
         app = web.Application()
         app.router.add_post("/v1/audio/transcriptions", endpoint.transcriptions)
         app.router.add_get("/healthz", endpoint.healthz)
+        app.router.add_get("/v1/models", endpoint.model_list)
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -424,6 +433,22 @@ async def test_slots_are_ready_once_healthz_answers(
 
     assert scheduler.ready_workers == 2
     assert endpoint.health_checks >= 6
+
+
+async def test_the_models_that_detect_languages_are_read_from_v1_models_before_ready(
+    endpoint_at: Callable[..., Awaitable[Endpoint]], scheduler_for: Callable[..., Awaitable[Scheduler]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    served = await endpoint_at(api_key="s3cret", models=openai_api.model_list(("tiny", "whisper"), {"whisper"}))
+    assert (await scheduler_for(served.url, api_key="s3cret")).language_detectors == {"whisper"}
+
+    silent = await endpoint_at(models={"object": "list", "data": [{"id": "whisper", "object": "model"}]})
+    assert (await scheduler_for(silent.url)).language_detectors == frozenset()  # a server that does not say
+
+    broken = await endpoint_at(models=None)
+    scheduler = await scheduler_for(broken.url)  # ready all the same: only /language's wording depends on it
+    assert scheduler.ready_workers == 1 and scheduler.language_detectors == frozenset()
+    assert f"could not read {broken.url}/v1/models" in caplog.text
 
 
 async def test_an_unreachable_server_breaks_the_transcriber_at_start(

@@ -17,6 +17,7 @@ from bot.asr.routing import (
     own_models_after_detection,
     parse_choice,
     parse_models,
+    request_detects,
     route,
     route_detected,
 )
@@ -135,3 +136,15 @@ def test_the_languages_a_detecting_chat_is_sent_on_to_are_those_with_their_own_m
     assert own_models_after_detection(route(parse_choice("en,ru"), TABLE), TABLE) == {"en": TABLE["en"]}
     assert own_models_after_detection(route(AUTO, TABLE), TABLE, known=["de"]) == {}
     assert own_models_after_detection(route(parse_choice("de"), TABLE), TABLE) == {}
+
+
+def test_a_request_detects_only_without_a_fixed_language_and_on_a_model_that_can() -> None:
+    detectors = frozenset({WHISPER})
+    assert request_detects(route(AUTO, TABLE), detectors)
+    assert request_detects(route(parse_choice("en,ru"), TABLE), detectors)
+    assert not request_detects(route(parse_choice("de"), TABLE), detectors)  # fixed: nothing to detect
+    ctc_only = parse_models(f"en:{EN},*:facebook/wav2vec2-large-xlsr-53-german", default="unused")
+    assert not request_detects(route(AUTO, ctc_only), detectors)
+    assert not request_detects(route(AUTO, TABLE), frozenset())
+    shared = {"en": EN, "ru": EN, "*": WHISPER}
+    assert not request_detects(route(parse_choice("en,ru"), shared), detectors)  # both on EN, which cannot

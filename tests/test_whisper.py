@@ -245,6 +245,7 @@ async def test_the_local_worker_pool_runs_a_whisper_model(whisper_model: Path, s
     pool = Scheduler(ProcessPoolBackend(EngineConfig.from_settings(settings), workers=1))
     await pool.start()
     try:
+        assert pool.language_detectors == {str(whisper_model)}  # as its worker reported when ready
         result = await pool.transcribe(TranscriptionRequest(audio=speech_ogg,
                                                             options=TextOptions(model=str(whisper_model))))
     finally:

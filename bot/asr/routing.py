@@ -130,6 +130,13 @@ def route(choice: LanguageChoice, table: ModelTable) -> Route:
     return Route(fallback, None, ())
 
 
+def request_detects(planned: Route, detectors: Collection[str]) -> bool:
+    """Whether a request planned so detects its language: it fixes none and its model can (`detectors`:
+    the models that detect, such as Whisper). Any other model transcribes it as it is (a CTC model in
+    the one language it was trained on), and nothing is sent on to another model."""
+    return planned.language is None and planned.model in detectors
+
+
 def own_models_after_detection(planned: Route, table: ModelTable,
                                known: Collection[str] | None = None) -> dict[str, str]:
     """The languages a detecting request is sent on to once detected, each with its model: the languages

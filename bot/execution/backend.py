@@ -67,6 +67,11 @@ class ExecutionBackend(Protocol):
     def workers(self) -> int:
         """How many worker slots the backend runs."""
 
+    @property
+    def language_detectors(self) -> frozenset[str]:
+        """The models that detect the language of a request that fixes none (`Engine.language_detectors`),
+        as the workers report it: known once one has been ready, empty before."""
+
     async def open(self, events: BackendEvents) -> None:
         """Get ready to start workers (load what they share); events go to `events` from now on."""
 

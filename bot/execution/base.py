@@ -61,4 +61,10 @@ class Transcriber(Protocol):
     @property
     def queue_depth(self) -> int: ...
 
+    @property
+    def language_detectors(self) -> frozenset[str]:
+        """The models that detect a request's language when it fixes none (Whisper); any other model
+        transcribes such a request as it is. Known once `start` has returned."""
+        ...
+
     async def shutdown(self, *, grace: float = 0.0) -> None: ...

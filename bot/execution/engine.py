@@ -72,6 +72,13 @@ class Engine:
     def models(self) -> tuple[str, ...]:
         return tuple(self.recognizers)
 
+    @property
+    def language_detectors(self) -> frozenset[str]:
+        """The models that can tell a request's language (`LanguageDetector`: Whisper). A request without
+        a fixed language is detected only on these; any other model transcribes it as it is."""
+        return frozenset(name for name, recognizer in self.recognizers.items()
+                         if isinstance(recognizer, LanguageDetector))
+
     def recognizer(self, model: str) -> Recognizer:
         """The recognizer of a model key; a `VoiceBotError` naming the loaded ones for any other."""
         recognizer = self.recognizers.get(model)

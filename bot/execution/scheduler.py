@@ -173,6 +173,10 @@ class Scheduler:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def language_detectors(self) -> frozenset[str]:
+        return self.backend.language_detectors
+
     def submit(
         self, request: TranscriptionRequest, *, owner: int = 0, on_progress: ProgressCallback | None = None
     ) -> _JobHandle:

@@ -171,15 +171,16 @@ def auto_state(enabled: bool) -> str:
 LANGUAGE_HOW = "Change it with /language de (one language), /language en,ru (detect among these) or /language auto."
 
 
-def language_state(choice: str, model: str, own_models: Mapping[str, str] | None = None) -> str:
-    """The answer to a bare /language: the chat's choice (`auto`, `de`, `en,ru`) and the model it runs on
-    (`own_models`: the detected languages that go on to a model of their own)."""
-    return f"{_language_sentence(choice)} {_models_sentence(model, own_models)}\n{LANGUAGE_HOW}"
+def language_state(choice: str, model: str, own_models: Mapping[str, str] | None = None, *, detects: bool) -> str:
+    """The answer to a bare /language: the chat's choice (`auto`, `de`, `en,ru`), the model it runs on,
+    whether that model detects the language when the choice fixes none (`detects`), and the detected
+    languages that go on to a model of their own (`own_models`)."""
+    return f"{_language_sentence(choice, detects)} {_models_sentence(model, own_models)}\n{LANGUAGE_HOW}"
 
 
-def language_set(choice: str, model: str, own_models: Mapping[str, str] | None = None) -> str:
+def language_set(choice: str, model: str, own_models: Mapping[str, str] | None = None, *, detects: bool) -> str:
     """The answer once /language changed the chat's choice."""
-    return f"Done. {_language_sentence(choice)} {_models_sentence(model, own_models)}"
+    return f"Done. {_language_sentence(choice, detects)} {_models_sentence(model, own_models)}"
 
 
 def _models_sentence(model: str, own_models: Mapping[str, str] | None) -> str:
@@ -198,12 +199,16 @@ def unknown_language(code: str) -> str:
     )
 
 
-def _language_sentence(choice: str) -> str:
+def _language_sentence(choice: str, detects: bool) -> str:
+    if choice != "auto" and "," not in choice:
+        return f"Language: {choice}."
+    if not detects:
+        asked = "auto" if choice == "auto" else f"one of {choice.replace(',', ', ')}"
+        return (f"Language: {asked}, but this model does not detect languages: it transcribes every message "
+                "in the language it was trained on.")
     if choice == "auto":
         return "Language: detected for each message."
-    if "," in choice:
-        return f"Language: detected among {choice.replace(',', ', ')}."
-    return f"Language: {choice}."
+    return f"Language: detected among {choice.replace(',', ', ')}."
 
 
 # --- stored transcripts: /history, /search, /export -----------------------------------------

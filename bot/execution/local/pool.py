@@ -81,6 +81,8 @@ class ProcessPoolBackend:
         self._starting: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: BackendEvents | None = None
+        #: What the workers' engines report when they are ready (every worker runs the same models).
+        self.language_detectors: frozenset[str] = frozenset()
 
     @property
     def workers(self) -> int:
@@ -227,6 +229,7 @@ class ProcessPoolBackend:
             return  # closed, or a replaced worker's last words
         kind = message[0]
         if kind == "ready":
+            self.language_detectors = message[1]
             self._events.worker_ready(worker.slot)
             return
         attempt = worker.attempt

@@ -1,6 +1,6 @@
 """The worker process side of the local backend: build the recognizers once, then serve jobs from one pipe.
 
-Messages to the parent: ("ready",), ("progress", job_id, Progress),
+Messages to the parent: ("ready", the engine's language detectors), ("progress", job_id, Progress),
 ("result", job_id, Transcription), ("error", job_id, VoiceBotError).
 From the parent: first (shared models, punctuator or None), then
 (job_id, TranscriptionRequest) per job, or None to exit. A job is stopped
@@ -59,7 +59,7 @@ def worker_main(conn: Connection, cancel_id: ctypes.c_longlong, config: EngineCo
     del shared
     limits = config.limits
     with AudioDecoder(max_seconds=limits.max_seconds, timeout=limits.timeout, memory_mb=limits.memory_mb) as decoder:
-        conn.send(("ready",))
+        conn.send(("ready", engine.language_detectors))
         _serve(conn, cancel_id, engine, decoder)
 
 

@@ -33,6 +33,8 @@ class Gateway:
         self._config = config
         #: What requests may name, the `*` model (the default) first.
         self._models = config.engine.models or (config.engine.model,)
+        #: Which of them detect languages, as the first replica asked said (every replica runs the same).
+        self._detectors: frozenset[str] | None = None
 
     @api.get("/healthz")
     async def healthz(self) -> PlainTextResponse:
@@ -40,12 +42,14 @@ class Gateway:
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> Response:
-        """The models a request's `model` may name (OpenAI's list)."""
+        """The models a request's `model` may name (OpenAI's list), each saying whether it detects languages."""
         try:
             self._check_token(request)
         except ApiError as error:
             return relay.refuse(request, error)
-        return JSONResponse(openai_api.model_list(self._models))
+        if self._detectors is None:
+            self._detectors = await self._transcriber.language_detectors.remote()
+        return JSONResponse(openai_api.model_list(self._models, self._detectors))
 
     @api.get("/v1/voicebot/stats")
     async def stats(self, request: Request) -> Response:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -177,9 +177,12 @@ def verbose_json(result: Transcription, *, words: bool) -> dict[str, Any]:
     return body
 
 
-def model_list(models: Sequence[str]) -> dict[str, Any]:
-    """`GET /v1/models`: the models a request may name, as OpenAI lists them."""
-    return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "voicebot"} for name in models]}
+def model_list(models: Sequence[str], detectors: Collection[str]) -> dict[str, Any]:
+    """`GET /v1/models`: the models a request may name, as OpenAI lists them, and in each one's `x_voicebot`
+    whether it detects the language of a request that names none (`detectors`)."""
+    return {"object": "list", "data": [
+        {"id": name, "object": "model", "owned_by": "voicebot",
+         "x_voicebot": {"detects_language": name in detectors}} for name in models]}
 
 
 def delta_event(progress: Progress, previous_text: str) -> dict[str, Any]:

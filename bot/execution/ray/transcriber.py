@@ -53,6 +53,10 @@ class Transcriber:
         log.info("replica %d ready: %s%s, %d torch threads", self._pid, ", ".join(self._engine.models),
                  f", punctuation {engine.punctuation_model}" if engine.punctuation_model else "", engine.threads)
 
+    def language_detectors(self) -> frozenset[str]:
+        """The models of this replica's engine that detect languages (every replica runs the same)."""
+        return self._engine.language_detectors
+
     def stats(self) -> dict[str, Any]:
         """This replica's counters: jobs started, chunks run, jobs stopped by their caller, jobs running."""
         with self._lock:

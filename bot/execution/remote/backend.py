@@ -18,7 +18,8 @@ Every report names the attempt its task was started for, and a lost attempt's ta
 before its loss is reported, so it can never report a result afterwards. A slot is ready
 once the server's /healthz answers: at the first start within `start_timeout` (else it is a
 worker that could not start), after a loss however long the cluster takes to come back.
-Needs neither torch nor Ray.
+Before it reports ready it reads /v1/models for the models that detect languages
+(`language_detectors`). Needs neither torch nor Ray.
 """
 
 from __future__ import annotations
@@ -38,7 +39,14 @@ from bot.errors import JobCancelledError, VoiceBotError
 from bot.execution.backend import Attempt, BackendEvents
 from bot.execution.base import TranscriptionRequest
 from bot.execution.remote.errors import domain_error
-from bot.execution.remote.request import HEALTH_PATH, TRANSCRIPTIONS_PATH, auth_headers, transcription_form
+from bot.execution.remote.request import (
+    HEALTH_PATH,
+    MODELS_PATH,
+    TRANSCRIPTIONS_PATH,
+    auth_headers,
+    language_detectors,
+    transcription_form,
+)
 from bot.execution.remote.sse import StreamError, read_events
 
 log = logging.getLogger(__name__)
@@ -97,6 +105,8 @@ class HttpBackend:
         self._closing = False
         #: The replica that answered each slot's latest attempt (its `x-voicebot-replica-pid`), for logs.
         self.replica_pids: dict[int, str] = {}
+        #: What the server's /v1/models said last (`_read_language_detectors`).
+        self.language_detectors: frozenset[str] = frozenset()
 
     @property
     def workers(self) -> int:
@@ -156,6 +166,8 @@ class HttpBackend:
             # A slot that was ready before waits for the cluster to come back however long it takes
             # (its jobs wait in the bot's queue meanwhile); only a first start can fail.
             problem = await self._health_problem(None if slot in self._ever_ready else self._start_timeout)
+            if problem is None:
+                await self._read_language_detectors()
         except asyncio.CancelledError:
             if self._current(slot) is not None:
                 self._slots.pop(slot)
@@ -191,6 +203,17 @@ class HttpBackend:
                 last_logged = problem
             delay = min(2 * delay, MAX_BACKOFF_SECONDS)
         return problem
+
+    async def _read_language_detectors(self) -> None:
+        """Update `language_detectors` from /v1/models; on a failure keep what it was, with a log line
+        (only the /language replies depend on it)."""
+        assert self._session is not None
+        try:
+            async with self._session.get(self.server_url + MODELS_PATH, timeout=_HEALTH_TIMEOUT) as response:
+                response.raise_for_status()
+                self.language_detectors = language_detectors(await response.json(content_type=None))
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            log.warning("could not read %s: %s", self.server_url + MODELS_PATH, _describe(exc))
 
     async def _attempt(self, slot: int, attempt: Attempt, request: TranscriptionRequest) -> None:
         """Run one attempt and report how it ended, as the only report of this task."""

@@ -13,15 +13,16 @@ from telegram.constants import ChatType
 
 from bot.asr.routing import (
     LanguageChoice,
-    ModelTable,
     UnknownLanguageError,
     own_models_after_detection,
     parse_choice,
+    request_detects,
     route,
 )
 from bot.telegram import replies
 from bot.telegram.context import Context
 from bot.telegram.handlers.commands import ADMIN_STATUSES
+from bot.telegram.pipeline import TranscriptionPipeline
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,12 @@ async def on_language(update: Update, context: Context) -> None:
         return
     chat = message.chat
     preferences = context.bot_data.storage.preferences
-    models = context.bot_data.pipeline.models
+    pipeline = context.bot_data.pipeline
     argument = " ".join(context.args or [])
     if not argument:
         choice = parse_choice(await preferences.language(chat.id))
-        await message.reply_text(replies.language_state(str(choice), *_models(choice, models)))
+        model, own_models, detects = _models(choice, pipeline)
+        await message.reply_text(replies.language_state(str(choice), model, own_models, detects=detects))
         return
     try:
         choice = parse_choice(argument)
@@ -54,10 +56,13 @@ async def on_language(update: Update, context: Context) -> None:
     await preferences.upsert_chat(chat.id, chat_type=chat.type, title=chat.title)
     await preferences.set_language(chat.id, None if choice.is_auto else str(choice))
     log.info("chat %s: language set to %s", chat.id, choice, extra={"chat_id": chat.id, "user_id": user.id})
-    await message.reply_text(replies.language_set(str(choice), *_models(choice, models)))
+    model, own_models, detects = _models(choice, pipeline)
+    await message.reply_text(replies.language_set(str(choice), model, own_models, detects=detects))
 
 
-def _models(choice: LanguageChoice, models: ModelTable) -> tuple[str, dict[str, str]]:
-    """The model a choice routes to, and the detected languages that go on to their own model."""
-    planned = route(choice, models)
-    return planned.model, own_models_after_detection(planned, models)
+def _models(choice: LanguageChoice, pipeline: TranscriptionPipeline) -> tuple[str, dict[str, str], bool]:
+    """The model a choice routes to, the detected languages that go on to their own model, and whether
+    its requests detect the language at all (`bot.asr.routing.request_detects`)."""
+    planned = route(choice, pipeline.models)
+    detects = request_detects(planned, pipeline.transcriber.language_detectors)
+    return planned.model, own_models_after_detection(planned, pipeline.models) if detects else {}, detects
