@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 # first; it is kept.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup system-deps run test lint bench transcribe download-model clean
+.PHONY: setup system-deps run test lint bench clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -25,10 +25,18 @@ system-deps:
 	  else echo "Please install ffmpeg (and espeak-ng for the tests) with your package manager." >&2; exit 1; fi; \
 	fi
 
+# The bot's own dependencies only: what it imports at start-up is what it needs. (The test
+# extras would slow every start: transformers imports scipy, which librosa brings, when present.)
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || \
 	  $(BIN)/pip install -q --no-deps "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# The tests, the lint and the bench add the test extras, and openai-whisper without its
+# dependencies (the tests build Whisper's tokenizer from the file it ships).
+$(VENV)/.test: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[test]"
 	$(BIN)/pip install -q --no-deps openai-whisper==20250625
 	touch $@
@@ -37,19 +45,19 @@ run: setup
 	$(BIN)/python -m bot run
 
 # Lint first: ruff over the code, mypy over the package (settings in pyproject.toml).
-lint: setup
+lint: setup $(VENV)/.test
 	$(BIN)/ruff check bot tests bench deploy
 	$(BIN)/mypy
 
 # The tests also run the cluster side on a local Ray: the `cluster` extra, for `make test` only.
-$(VENV)/.cluster: $(VENV)/.installed
+$(VENV)/.cluster: $(VENV)/.test
 	$(BIN)/pip install -q -e ".[test,cluster]"
 	touch $@
 
 test: lint $(VENV)/.cluster
 	$(BIN)/python -m pytest -q
 
-bench: setup
+bench: setup $(VENV)/.test
 	$(BIN)/python -m bench
 
 clean:
