@@ -36,25 +36,30 @@ $(VENV)/.installed: pyproject.toml
 
 # The tests, the lint and the bench add the test extras, and openai-whisper without its
 # dependencies (the tests build Whisper's tokenizer from the file it ships).
+WHISPER := openai-whisper==20250625
 $(VENV)/.test: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[test]"
-	$(BIN)/pip install -q --no-deps openai-whisper==20250625
+	$(BIN)/pip install -q --no-deps $(WHISPER)
 	touch $@
 
 run: setup
 	$(BIN)/python -m bot run
 
-# Lint first: ruff over the code, mypy over the package (settings in pyproject.toml).
+# Ruff over the code, mypy over the package (settings in pyproject.toml).
+LINT := $(BIN)/ruff check bot tests bench deploy && $(BIN)/mypy
 lint: setup $(VENV)/.test
-	$(BIN)/ruff check bot tests bench deploy
-	$(BIN)/mypy
+	$(LINT)
 
 # The tests also run the cluster side on a local Ray: the `cluster` extra, for `make test` only.
-$(VENV)/.cluster: $(VENV)/.test
+# One pip run installs both extras (and so also stands for .test): each run resolves everything again.
+$(VENV)/.cluster: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[test,cluster]"
-	touch $@
+	$(BIN)/pip install -q --no-deps $(WHISPER)
+	touch $@ $(VENV)/.test
 
-test: lint $(VENV)/.cluster
+# The lint first, then the suite.
+test: setup $(VENV)/.cluster
+	$(LINT)
 	$(BIN)/python -m pytest -q
 
 bench: setup $(VENV)/.test

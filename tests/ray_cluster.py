@@ -93,3 +93,10 @@ def ray_serve(tiny_model: Path) -> Iterator[RayServe]:
 def asr_server(ray_serve: RayServe) -> str:
     """The base URL of the default test application (the tiny model, the end-to-end tests' chunking)."""
     return ray_serve.deploy("voicebot")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the shared cluster run last, in their order: once started it stays up to the end of
+    the session, and even idle (controller, proxy, replicas) it takes about a fifth of a core from
+    every test after it."""
+    items.sort(key=lambda item: "ray_serve" in getattr(item, "fixturenames", ()))

@@ -16,6 +16,11 @@ from bot.errors import VoiceBotError
 from bot.execution.config import EngineConfig
 from bot.settings import Settings
 
+#: How often Serve's controller checks each model replica. A replica whose process or node died is
+#: replaced only once a check fails, and the jobs sent again meanwhile wait for it: Serve's default
+#: (10 s) leaves them waiting that long before a new replica even starts. A check is one actor call.
+REPLICA_HEALTH_CHECK_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -56,6 +61,7 @@ class ServeConfig:
             "ray_actor_options": {"num_cpus": self.replica_cpus, "num_gpus": self.replica_gpus},
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
+            "health_check_period_s": REPLICA_HEALTH_CHECK_SECONDS,
             "autoscaling_config": {
                 "min_replicas": self.min_replicas,
                 "initial_replicas": max(1, self.min_replicas),
