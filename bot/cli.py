@@ -57,11 +57,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, fast_exit: bool = False) -> int:
     """Run one command and return its exit status.
 
-    With `fast_exit` (the `python -m bot` entry point), `transcribe` ends the process
-    itself once its output is flushed, skipping the interpreter's teardown, as mypy
-    does: freeing torch's and transformers' millions of objects one at a time takes
-    ~0.4 s and gives back nothing the kernel does not reclaim at exit anyway. By then
-    the decode thread and ffmpeg are finished and nothing else was started.
+    With `fast_exit` (the `python -m bot` entry point), `transcribe` and `run` end the
+    process themselves once they are done, skipping the interpreter's teardown, as mypy
+    does: freeing torch's and transformers' millions of objects one at a time (and, for
+    `run`, tidying up after the worker processes) takes most of a second and gives back
+    nothing the kernel does not reclaim at exit anyway. By then `transcribe`'s output is
+    flushed and its decode thread and ffmpeg are finished; `run` has stopped the bot: every
+    worker reaped, the database closed, the event loop and its threads finished.
     """
     args = _parser().parse_args(argv)
     try:
@@ -69,19 +71,21 @@ def main(argv: Sequence[str] | None = None, *, fast_exit: bool = False) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return EXIT_BAD_CONFIG
-    if args.command == "run":
-        return _run(settings)
     if args.command == "download-model":
         return _download(settings)
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
-    try:
-        status = _transcribe(settings, args)
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader left (`| head`): stop quietly, as the Python docs advise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        status = EXIT_OUTPUT_CLOSED
+    if args.command == "run":
+        status = _run(settings)
+    else:
+        try:
+            status = _transcribe(settings, args)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader left (`| head`): stop quietly, as the Python docs advise
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            status = EXIT_OUTPUT_CLOSED
     if fast_exit:
+        sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()
         os._exit(status)

@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from bot.asr.recognizer import Recognizer
-from tests.conftest import BotProcess, engine_text, final_replies, wait_answer, wait_ready
+from tests.conftest import BotProcess, engine_text, exits_within, final_replies, wait_answer, wait_ready
 from tests.fake_telegram import FakeTelegram, SentMessage
 from tests.media import convert, looped, make_silence, make_video
 
@@ -346,9 +346,13 @@ async def test_sigterm_while_starting_or_just_ready_stops_cleanly(
 
     bot = start_bot()
     await wait_ready(telegram, bot)
+    descendants = psutil.Process(bot.process.pid).children(recursive=True)  # forkserver, worker, spare ffmpeg
+    assert workers(bot) and len(descendants) >= 2
     assert await bot.stop(timeout=15) == 0
     assert "stopped" in bot.log and "Traceback" not in bot.log
     assert not (tmp_path / "bot.sqlite3-wal").exists(), "the database was not closed cleanly"
+    # The process ends itself once stopped (no interpreter teardown): nothing it started outlives it.
+    assert all(exits_within(process.pid, 5) for process in descendants), [p.cmdline() for p in descendants if alive(p)]
 
 
 # --- start-up errors --------------------------------------------------------------------------
