@@ -85,7 +85,6 @@ def main(argv: Sequence[str] | None = None, *, fast_exit: bool = False) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             status = EXIT_OUTPUT_CLOSED
     if fast_exit:
-        sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()
         os._exit(status)
