@@ -93,6 +93,12 @@ async def test_a_full_cluster_queue_makes_jobs_wait_and_all_are_answered(
     url = ray_serve.deploy("narrow", asr_max_ongoing_requests=1, asr_max_queued_requests=1)
     try:
         scheduler = await scheduler_at(url, slots=3)
+        # Every slot ready first: a slot still reading /v1/models would wait behind the first job in
+        # the replica's queue, and send its job only after that one ends, to a queue with room.
+        deadline = asyncio.get_running_loop().time() + 60
+        while scheduler.ready_workers < 3:
+            assert asyncio.get_running_loop().time() < deadline, "the slots never became ready"
+            await asyncio.sleep(0.05)
         with caplog.at_level(logging.INFO, logger="bot.execution.remote.backend"):
             results = await asyncio.gather(*(scheduler.transcribe(request(long_ogg, recognizer)) for _ in range(3)))
     finally:
