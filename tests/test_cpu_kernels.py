@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
-from bot.asr.ctc.cpu_kernels import BLOCK_FRAMES, _first_layer_norm, receptive_field, tune_for_cpu
+from bot.asr.ctc.cpu_kernels import BLOCK_BYTES, _first_layer_norm, block_frames, receptive_field, tune_for_cpu
 from bot.asr.ctc.recognizer import CTCRecognizer
 from bot.asr.recognizer import Recognizer
 from bot.asr.types import TextOptions
@@ -25,8 +25,10 @@ from bot.audio.decode import decode_audio
 from tests.conftest import CORPUS
 from tests.model_factory import VOCAB_960H
 
+#: Frames per encoder block of the test models below (64 channels, float32).
+BLOCK = block_frames(torch.nn.Conv1d(1, 64, 10, stride=5), 320, 4)
 #: Lengths in samples: one frame, under one block, several blocks with a partial last one.
-LENGTHS = (400, 16_000 * 1 + 123, 320 * (2 * BLOCK_FRAMES + 17) + 80)
+LENGTHS = (400, 16_000 * 1 + 123, 320 * (2 * BLOCK + 17) + 80)
 
 
 def _model_pair(norm: str) -> tuple[nn.Module, nn.Module]:
@@ -56,6 +58,13 @@ def _speechlike(batch: int, length: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     envelope = 0.2 + torch.sin(torch.linspace(0, 12, length)).abs()
     return 0.3 + envelope * torch.randn(batch, length, generator=generator)
+
+
+def test_blocks_are_sized_by_bytes() -> None:
+    base_layer0 = torch.nn.Conv1d(1, 512, 10, stride=5)
+    assert block_frames(base_layer0, 320, 4) == BLOCK_BYTES // (512 * 64 * 4) == 104
+    assert block_frames(base_layer0, 320, 2) == 2 * 104  # bfloat16: twice the frames in the same bytes
+    assert LENGTHS[-1] // 320 > 2 * BLOCK
 
 
 def test_receptive_field_of_the_wav2vec2_front_end() -> None:
@@ -90,8 +99,8 @@ def test_first_layer_statistics_equal_group_norm() -> None:
     with torch.inference_mode():
         expected = layer.layer_norm(layer.conv(audio[:, None]))
         scale, shift = _first_layer_norm(layer, audio)
-        normalised = torch.addcmul(shift, layer.conv(audio[:, None]), scale)
-    torch.testing.assert_close(normalised, expected, rtol=1e-4, atol=1e-4)
+        normalised = torch.addcmul(shift, layer.conv(audio[:, None]).transpose(1, 2), scale)
+    torch.testing.assert_close(normalised.transpose(1, 2), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_input_shorter_than_one_frame_fails_like_stock() -> None:
@@ -106,7 +115,8 @@ def test_input_shorter_than_one_frame_fails_like_stock() -> None:
 
 
 def test_setting_chooses_the_forward_paths(make_recognizer: Callable[..., Recognizer]) -> None:
-    tuned, stock = make_recognizer(cpu_kernels="tuned"), make_recognizer(cpu_kernels="stock")
+    tuned = make_recognizer(cpu_kernels="tuned", compute_type="float32")
+    stock = make_recognizer(cpu_kernels="stock", compute_type="float32")
     assert isinstance(tuned, CTCRecognizer) and isinstance(stock, CTCRecognizer)
     linears = [m for m in tuned.model.modules() if type(m) is nn.Linear]
     assert linears and all("forward" in m.__dict__ for m in linears)
