@@ -25,7 +25,7 @@ from pathlib import Path
 from bench.common import BENCH_DIR, Options, Row, Section, ensure_base_model, machine_info, machine_line
 
 #: Benchmark name -> module; run in this order (cheap and independent first, the compute-mode ones last).
-BENCHMARKS = ("decode", "engine", "throughput", "cold_start", "memory", "e2e", "history", "punctuation", "ray", "front", "whisper", "variants", "precision")
+BENCHMARKS = ("decode", "engine", "throughput", "cold_start", "memory", "e2e", "history", "punctuation", "ray", "front", "whisper", "roofline", "variants", "precision")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

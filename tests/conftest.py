@@ -31,7 +31,7 @@ from bot.audio import decode as audio
 from bot.audio.decode import decode_audio
 from tests.fake_telegram import FakeTelegram, SentMessage
 from tests.media import convert, looped, synth_speech
-from tests.model_factory import build_random_ctc_model
+from tests.model_factory import EXACT_COMPUTE_TYPE, build_random_ctc_model
 
 #: The local Ray cluster fixtures (`ray_serve`, `asr_server`); they skip without the `cluster` extra.
 pytest_plugins = ["tests.ray_cluster", "tests.storage_support"]
@@ -56,7 +56,7 @@ def make_recognizer(tiny_model: Path) -> Callable[..., Recognizer]:
     built: dict[RecognizerConfig, Recognizer] = {}
 
     def make(**settings: Any) -> Recognizer:
-        config = RecognizerConfig(device="cpu", **settings)
+        config = RecognizerConfig(device="cpu", **{"compute_type": EXACT_COMPUTE_TYPE, **settings})
         if config not in built:  # a model of its own: int8 and bfloat16 convert it, tuned kernels patch it
             built[config] = build_recognizer(load_model(str(tiny_model)), config)
         return built[config]
@@ -178,6 +178,7 @@ def start_bot(telegram: FakeTelegram, tiny_model: Path, tmp_path: Path) -> Itera
             "ASR_MODEL": str(tiny_model),
             "ASR_WORKERS": "1",
             "ASR_THREADS_PER_WORKER": "1",
+            "ASR_COMPUTE_TYPE": EXACT_COMPUTE_TYPE,
             "ASR_CHUNK_SECONDS": str(E2E_CHUNK_SECONDS),
             "ASR_STRIDE_SECONDS": str(E2E_STRIDE_SECONDS),
             "DATABASE_PATH": str(tmp_path / "bot.sqlite3"),

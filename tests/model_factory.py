@@ -21,6 +21,12 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
+#: The compute type of every test that does not test compute types: float32, the exact mode. Tests
+#: compare transcripts exactly across processes, code paths and thread counts, and the default
+#: (auto) is bfloat16 on an AMX or AVX512-BF16 CPU, whose rounding flips the argmax of random
+#: weights' flat logits from one summation order to another.
+EXACT_COMPUTE_TYPE = "float32"
+
 # The vocabulary of facebook/wav2vec2-base-960h, id by id.
 VOCAB_960H: dict[str, int] = {
     token: index

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.model_factory import EXACT_COMPUTE_TYPE
+
 #: What every test application runs with unless a test overrides it (`Settings` field names); the
 #: chunking is the end-to-end tests' (tests/conftest.py), so a few seconds of speech span several chunks.
 TEST_SETTINGS: dict[str, object] = {
@@ -25,6 +27,7 @@ TEST_SETTINGS: dict[str, object] = {
     "asr_stride_seconds": 1.0,
     "asr_replica_cpus": 0.5,
     "asr_device": "cpu",
+    "asr_compute_type": EXACT_COMPUTE_TYPE,
 }
 
 

@@ -160,6 +160,9 @@ async def transcribe_while_moving(cluster: Cluster, url: str, audio: Path, model
 
 def main(model: Path, audio: Path) -> dict[str, Any]:
     temp_dir = Path(tempfile.mkdtemp(prefix="ray2-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    # Cluster() records the head's address in $RAY_TMPDIR/ray (default /tmp/ray, absent on a fresh machine).
+    os.environ["RAY_TMPDIR"] = str(temp_dir)
+    (temp_dir / "ray").mkdir()
     cluster = Cluster(initialize_head=True, head_node_args={**NODE_ARGS, "num_cpus": 0, "temp_dir": str(temp_dir)})
     try:
         for _ in range(2):

@@ -12,13 +12,15 @@ import pytest
 
 from bot.asr.recognizer import Recognizer
 from tests.conftest import E2E_CHUNK_SECONDS, E2E_STRIDE_SECONDS, REPO, engine_text
+from tests.model_factory import EXACT_COMPUTE_TYPE
 
 pytestmark = pytest.mark.slow
 
 
 def cli_environment(model: Path, **env: str) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("ASR_", "TELEGRAM_"))}
-    environment.update({"ASR_MODEL": str(model), "ASR_CHUNK_SECONDS": str(E2E_CHUNK_SECONDS),
+    environment.update({"ASR_MODEL": str(model), "ASR_COMPUTE_TYPE": EXACT_COMPUTE_TYPE,
+                        "ASR_CHUNK_SECONDS": str(E2E_CHUNK_SECONDS),
                         "ASR_STRIDE_SECONDS": str(E2E_STRIDE_SECONDS), **env})
     return environment
 

@@ -27,11 +27,13 @@ from bot.audio.decode import decode_audio
 from bot.errors import VoiceBotError
 from bot.execution.config import DecodeLimits, EngineConfig
 from bot.execution.engine import Engine
+from tests.model_factory import EXACT_COMPUTE_TYPE
 from tests.punctuation_factory import build_punctuation_model
 from tests.whisper_factory import build_random_whisper_model
 
 LABELS = ("Lower_O", "Upper_O", "Lower_,", "Upper_,", "Lower_.", "Upper_.")
-SETTINGS = RecognizerConfig(device="cpu", chunk_seconds=4.0, stride_seconds=1.0, progress_interval=0.0)
+SETTINGS = RecognizerConfig(device="cpu", compute_type=EXACT_COMPUTE_TYPE, chunk_seconds=4.0, stride_seconds=1.0,
+                            progress_interval=0.0)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from bot.execution.scheduler import Scheduler
 from bot.settings import Settings
 from bot.telegram.replies import failure
 from tests.media import looped, make_silence
+from tests.model_factory import EXACT_COMPUTE_TYPE
 
 pytestmark = pytest.mark.slow
 CHUNK, STRIDE = 2.0, 0.5
@@ -56,7 +57,7 @@ def tenth_of_a_second(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_pool(model: Path, *, workers: int = 1, **options: object) -> Scheduler:
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, asr_model=str(model), asr_threads_per_worker=1,
-        asr_chunk_seconds=CHUNK, asr_stride_seconds=STRIDE,
+        asr_chunk_seconds=CHUNK, asr_stride_seconds=STRIDE, asr_compute_type=EXACT_COMPUTE_TYPE,
     )
     backend = ProcessPoolBackend(EngineConfig.from_settings(settings), workers=workers)
     return Scheduler(backend, **options)  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ from bot.asr.recognizer import Recognizer, RecognizerConfig, build_recognizer
 from bot.asr.types import TextOptions, Transcription
 from bot.audio.decode import decode_audio
 from bot.errors import ModelLoadError
-from tests.model_factory import VOCAB_960H
+from tests.model_factory import EXACT_COMPUTE_TYPE, VOCAB_960H
 
 Make = Callable[..., Recognizer]
 
@@ -90,7 +90,7 @@ def test_shared_weights_rebuild_the_same_recognizer(tiny_model: Path, speech: np
     shared = SharedModel.from_loaded(loaded)
     rebuilt = shared.rebuild()
     assert (rebuilt.name, rebuilt.family, rebuilt.attention) == (loaded.name, "ctc", "eager")
-    config = RecognizerConfig(device="cpu", chunk_seconds=2, stride_seconds=0.5)
+    config = RecognizerConfig(device="cpu", compute_type=EXACT_COMPUTE_TYPE, chunk_seconds=2, stride_seconds=0.5)
     direct = transcribe(build_recognizer(load_model(str(tiny_model), attention="eager"), config), speech)
     again = transcribe(build_recognizer(rebuilt, config), speech)
     assert direct.raw_text and (again.raw_text, again.words) == (direct.raw_text, direct.words)
@@ -194,7 +194,8 @@ def test_sentence_case_is_the_default_only_for_a_model_that_spells_capitals(
     assert emits_bare_capitals(recognizer.tokenizer) and recognizer.default_postprocess == ("sentence_case",)
     loaded = load_model(str(tiny_model))
     cased = dataclasses.replace(loaded, processor=lower_case_processor(loaded.processor, tmp_path))
-    itself = build_recognizer(cased, RecognizerConfig(device="cpu", chunk_seconds=4, stride_seconds=1))
+    itself = build_recognizer(cased, RecognizerConfig(device="cpu", compute_type=EXACT_COMPUTE_TYPE, chunk_seconds=4,
+                                                      stride_seconds=1))
     assert isinstance(itself, CTCRecognizer) and not emits_bare_capitals(itself.tokenizer)
     result = transcribe(itself, speech)
     assert result.options.postprocess == () and result.raw_text.islower()
