@@ -140,3 +140,22 @@ def test_real_speech_same_transcript_tuned_and_stock(make_recognizer: Callable[.
         texts[kernels] = recognizer.transcribe(audio, TextOptions(model=recognizer.model_name)).raw_text
     assert len(audio) > 20 * 16_000 and texts["tuned"]
     assert texts["tuned"] == texts["stock"]
+
+
+def test_tuned_bfloat16_is_as_close_to_float32_as_stock_bfloat16() -> None:
+    """bfloat16 rounds differently on each path, so the check is against float32: the tuned forward
+    (time-major encoder; packed oneDNN linears where the CPU has bf16 instructions) is no further
+    from it than transformers' own bfloat16 forward."""
+    stock, _ = _model_pair("group")
+    stock_bf16 = copy.deepcopy(stock).to(torch.bfloat16)
+    tuned_bf16 = copy.deepcopy(stock_bf16)
+    installed = tune_for_cpu(tuned_bf16)
+    assert installed[0] == "blocked feature encoder"
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert "oneDNN linear, packed bfloat16 weights" in installed
+    audio = _speechlike(2, LENGTHS[-1], seed=11)
+    with torch.inference_mode():
+        exact = stock(audio).logits
+        errors = {name: (model(audio.bfloat16()).logits.float() - exact).abs().mean().item()
+                  for name, model in (("stock", stock_bf16), ("tuned", tuned_bf16))}
+    assert 0 < errors["tuned"] <= 1.25 * errors["stock"], errors
