@@ -24,13 +24,16 @@ from bench.common import (
     bench_child,
     child_env,
     fmt_ratio,
+    machine_info,
     median,
     run_child,
     voice_note,
 )
 
+#: Default-mode RTF of the 2-minute note: on a CPU with AMX (auto runs bfloat16 there), and elsewhere.
+RTF_TARGET_AMX = 0.03
 RTF_TARGET = 0.10
-WHOLE_PROCESS_TARGET = 0.6
+WHOLE_PROCESS_TARGET = 0.45
 PEAK_RSS_TARGET_MB = 1.5 * 1024
 SEED_MAX_SECONDS = 120
 #: Clips this short must never be slower than the seed.
@@ -74,6 +77,7 @@ def _seed_process(path: str, opts: Options) -> tuple[float, float]:
 
 def run(opts: Options) -> Section:
     section = Section()
+    rtf_target = RTF_TARGET_AMX if "amx_bf16" in machine_info(opts.threads)["cpu_flags"] else RTF_TARGET
     # Short clips are cheap and noisy (seconds each on a shared machine): more pairs.
     reps = {5: opts.reps(9, 5), 30: opts.reps(5, 3), 120: opts.reps(2, 1)}
     print(f"engine: ours and seed interleaved on {', '.join(f'{s} s x{n}' for s, n in reps.items())}",
@@ -103,7 +107,7 @@ def run(opts: Options) -> Section:
                         f"{ours:.3f} / {seed:.3f}; {fmt_ratio(ratio)}", n, target, passed))
         if seconds == 120:
             section.add(Row("engine", "RTF 2 min, default mode (ours; model only)", f"{ours:.3f} ({model:.3f})", n,
-                            f"≤ {RTF_TARGET}", ours <= RTF_TARGET))
+                            f"≤ {rtf_target}", ours <= rtf_target))
         if seconds in rss_lengths:
             section.add(Row("engine", f"peak RSS {label}: ours / seed",
                             f"{rss[f'ours {seconds}']:.0f} / {rss[f'seed {seconds}']:.0f} MB", 1))
@@ -143,6 +147,6 @@ def run(opts: Options) -> Section:
     section.add(Row("engine", "RTF 10 min (bot transcribe); seed not run", f"{rtf:.3f}", n_long))
     section.add(Row("engine", "peak RSS bot transcribe 10 min", f"{long_rss:.0f} MB", n_long,
                     f"≤ {PEAK_RSS_TARGET_MB:.0f} MB", long_rss <= PEAK_RSS_TARGET_MB))
-    section.data["targets"] = {"rtf_2min": RTF_TARGET, "whole_process_ratio": WHOLE_PROCESS_TARGET,
+    section.data["targets"] = {"rtf_2min": rtf_target, "whole_process_ratio": WHOLE_PROCESS_TARGET,
                                "peak_rss_mb": PEAK_RSS_TARGET_MB}
     return section
