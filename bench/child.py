@@ -128,9 +128,9 @@ def task_cold_start(args: argparse.Namespace) -> None:
     """Start a 1-worker pool the way `python -m bot run` does and report seconds since the
     parent launched us (`--t0`, epoch).
 
-    Marks: script started (interpreter and harness up), imports done, model loaded
-    (load_model in the pool's parent, timed by wrapping it), worker ready (start()
-    returned), first 5 s note done.
+    Marks: script started (interpreter and harness up), imports done (the bot's side: a
+    one-worker pool imports no torch here, its worker loads the model), worker ready
+    (start() returned), first 5 s note done.
     """
     marks = {"script_started": time.time() - args.t0}
     from bot.execution.local.forkserver import start_forkserver
@@ -140,17 +140,8 @@ def task_cold_start(args: argparse.Namespace) -> None:
 
     with collector_paused():  # as `python -m bot run` imports the bot
         from bot.execution.factory import create_transcriber
-        from bot.execution.local import pool as executor
 
     marks["imports"] = time.time() - args.t0
-    original_load = executor.load_model
-
-    def timed_load(*a: Any, **k: Any) -> Any:
-        loaded = original_load(*a, **k)
-        marks["model_loaded"] = time.time() - args.t0
-        return loaded
-
-    executor.load_model = timed_load  # instrumentation only: the pool calls it by module name
 
     async def main() -> None:
         pool = create_transcriber(default_settings(asr_model=args.model, asr_workers=1))

@@ -1,8 +1,9 @@
 """Cold start: from launching a process to its first worker being ready.
 
 A fresh child starts a one-worker transcriber (local backend) and reports, in seconds since
-it was launched: interpreter up, imports done, model loaded, worker ready, and the
-first 5-second note transcribed. This is the wait after a restart or a deploy.
+it was launched: interpreter up, the bot's imports done, worker ready (its forkserver's
+imports and its own model load), and the first 5-second note transcribed. This is the
+wait after a restart or a deploy.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 
 from bench.common import Options, Row, Section, bench_child, median, voice_note
 
-MARKS = ("script_started", "imports", "model_loaded", "worker_ready", "first_result")
+MARKS = ("script_started", "imports", "worker_ready", "first_result")
 
 
 def run(opts: Options) -> Section:

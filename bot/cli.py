@@ -175,13 +175,12 @@ def _transcribe(settings: Settings, args: argparse.Namespace) -> int:
             with collector_paused():
                 import torch
 
-                from bot.asr.loading import load_model
-                from bot.asr.recognizer import build_recognizer
+                from bot.asr.recognizer import load_recognizer
                 from bot.execution.config import EngineConfig
 
                 torch.set_num_threads(settings.asr_threads_per_worker or torch.get_num_threads())
                 config = EngineConfig.from_settings(settings)
-                recognizer = build_recognizer(load_model(config.model, attention=config.attention), config.recognizer)
+                recognizer = load_recognizer(config.model, config.recognizer, attention=config.attention)
         except VoiceBotError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_CONFIG

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +23,7 @@ from bot.errors import (
     ExecutorOverloadedError,
     JobCancelledError,
     JobTimeoutError,
+    ModelLoadError,
     VoiceBotError,
     WorkerCrashedError,
 )
@@ -29,6 +33,7 @@ from bot.execution.local.pool import ProcessPoolBackend
 from bot.execution.scheduler import Scheduler
 from bot.settings import Settings
 from bot.telegram.replies import failure
+from tests.conftest import REPO
 from tests.media import looped, make_silence
 from tests.model_factory import EXACT_COMPUTE_TYPE
 
@@ -87,6 +92,53 @@ def test_shared_weights_are_not_copied(tiny_model: Path) -> None:
     for name, tensor in rebuilt.state_dict().items():
         assert tensor.data_ptr() == shared.state[name].data_ptr(), name
         assert shared.state[name].is_shared()
+
+
+#: A parent process with one worker: it transcribes a file and reports what it imported itself.
+_ONE_WORKER_PARENT = """
+import asyncio, json, sys
+from pathlib import Path
+from bot.asr.types import TextOptions
+from bot.execution.base import TranscriptionRequest
+from bot.execution.config import EngineConfig
+from bot.execution.local.pool import ProcessPoolBackend
+from bot.execution.scheduler import Scheduler
+from bot.settings import Settings
+
+async def main(model, audio, chunk, stride):
+    settings = Settings(_env_file=None, asr_model=model, asr_threads_per_worker=1, asr_compute_type="float32",
+                        asr_chunk_seconds=float(chunk), asr_stride_seconds=float(stride))
+    pool = Scheduler(ProcessPoolBackend(EngineConfig.from_settings(settings), workers=1))
+    await pool.start()
+    try:
+        result = await pool.transcribe(TranscriptionRequest(audio=Path(audio), options=TextOptions(model=model)))
+    finally:
+        await pool.shutdown()
+    return {"text": result.raw_text, "imported": sorted({"torch", "transformers"} & set(sys.modules))}
+
+print(json.dumps(asyncio.run(main(*sys.argv[1:]))))
+"""
+
+
+def test_a_single_worker_loads_its_own_model_and_the_parent_imports_no_torch(
+    tiny_model: Path, speech_ogg: Path, make_recognizer: Callable[..., Recognizer], tmp_path: Path,
+) -> None:
+    """One worker has nobody to share weights with: it loads the model itself, so the bot's process
+    needs neither torch nor transformers (seconds of start-up, and a copy of the weights)."""
+    expected = make_recognizer(chunk_seconds=CHUNK, stride_seconds=STRIDE).transcribe(
+        decode_audio(speech_ogg, max_seconds=60), TextOptions(model=str(tiny_model)))
+    done = subprocess.run([sys.executable, "-c", _ONE_WORKER_PARENT, str(tiny_model), str(speech_ogg), str(CHUNK),
+                           str(STRIDE)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report == {"text": expected.raw_text, "imported": []}
+
+
+async def test_a_model_the_single_worker_cannot_load_fails_the_start_with_the_load_error(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path / "no-such-model", workers=1)
+    with pytest.raises(ModelLoadError, match="ASR_MODEL="):
+        await asyncio.wait_for(pool.start(), 60)
+    await pool.shutdown()
 
 
 async def test_results_match_the_engine_and_errors_cross_processes(

@@ -23,7 +23,7 @@ from bot.asr.ctc.decoders import GreedyDecoder
 from bot.asr.ctc.recognizer import CTCRecognizer, emits_bare_capitals
 from bot.asr.loading import SharedModel, checkpoint_family, load_model
 from bot.asr.postprocess import strip_special_tokens
-from bot.asr.recognizer import Recognizer, RecognizerConfig, build_recognizer
+from bot.asr.recognizer import Recognizer, RecognizerConfig, build_recognizer, load_recognizer
 from bot.asr.types import TextOptions, Transcription
 from bot.audio.decode import decode_audio
 from bot.errors import ModelLoadError
@@ -202,3 +202,18 @@ def test_sentence_case_is_the_default_only_for_a_model_that_spells_capitals(
     assert result.raw_text == transcribe(recognizer, speech).raw_text.lower()
     assert result.text == strip_special_tokens(result.raw_text), "nothing re-cases what the model wrote"
     assert " ".join(w.word for w in result.words) == result.text
+
+
+def test_a_model_loaded_in_its_compute_type_equals_one_converted_after_loading(
+    tiny_model: Path, speech: np.ndarray,
+) -> None:
+    """`load_recognizer` loads bfloat16 weights in one pass; they are the same numbers as a float32
+    load converted afterwards (both round to nearest), so the transcript is the same."""
+    config = RecognizerConfig(device="cpu", compute_type="bfloat16", chunk_seconds=4, stride_seconds=1)
+    direct = load_recognizer(str(tiny_model), config)
+    converted = build_recognizer(load_model(str(tiny_model)), config)
+    assert isinstance(direct, CTCRecognizer) and isinstance(converted, CTCRecognizer)
+    assert all(p.dtype == torch.bfloat16 for p in direct.model.wav2vec2.encoder.layer_norm.parameters())
+    first, second = transcribe(direct, speech), transcribe(converted, speech)
+    assert first.options.compute_type == "bfloat16" and first.raw_text
+    assert (first.raw_text, first.words) == (second.raw_text, second.words)

@@ -14,6 +14,7 @@ from bot.errors import (
     ExecutorOverloadedError,
     JobCancelledError,
     JobTimeoutError,
+    ModelLoadError,
     VoiceBotError,
     WorkerCrashedError,
 )
@@ -315,6 +316,24 @@ async def test_workers_that_keep_dying_at_start_up_break_the_scheduler() -> None
         await asyncio.wait_for(scheduler.start(), 5)
     assert len(backend.started) == MAX_FAILED_STARTS
     with pytest.raises(VoiceBotError):
+        scheduler.submit(request("a"))
+    await scheduler.shutdown()
+
+
+async def test_a_worker_that_cannot_load_its_models_fails_the_start_with_that_error() -> None:
+    class UnloadableBackend(FakeBackend):
+        def start_worker(self, slot: int) -> None:
+            self.started.append(slot)
+            self._later(self.events.backend_failed, ModelLoadError("ASR_MODEL='x': no such model"))
+            self._later(self.events.worker_lost, slot, "asr-worker-0 exited with code 0")
+
+    backend = UnloadableBackend()
+    scheduler = Scheduler(backend)
+    with pytest.raises(ModelLoadError, match="ASR_MODEL='x'"):
+        await asyncio.wait_for(scheduler.start(), 5)
+    await settle()
+    assert backend.started == [0], "a backend that cannot load is not started again"
+    with pytest.raises(ModelLoadError):
         scheduler.submit(request("a"))
     await scheduler.shutdown()
 

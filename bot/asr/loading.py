@@ -48,7 +48,8 @@ FAMILIES: Mapping[str, Family] = {
 
 @dataclass
 class LoadedModel:
-    """A processor (feature extractor + tokenizer) and its model, on the CPU in float32, in eval mode."""
+    """A processor (feature extractor + tokenizer) and its model, on the CPU (in float32 unless loaded
+    in another type), in eval mode."""
 
     name: str
     #: A key of `FAMILIES`: which recognizer runs it.
@@ -59,18 +60,21 @@ class LoadedModel:
     attention: str
 
 
-def load_model(name_or_path: str, *, attention: str = "sdpa") -> LoadedModel:
+def load_model(name_or_path: str, *, attention: str = "sdpa", dtype: str | None = None) -> LoadedModel:
     """`from_pretrained` for the processor and the model of the checkpoint's family.
 
     Any failure is a `ModelLoadError` that names ASR_MODEL. Weights load on the CPU in
-    float32; the recognizer moves or converts them later, so one loaded copy can be
-    shared by every worker process (`SharedModel`).
+    float32, or in `dtype` ("bfloat16", "float16") for a model that only this process uses;
+    the recognizer moves or converts them later, so one float32 copy can be shared by every
+    worker process (`SharedModel`).
     """
     family = checkpoint_family(name_or_path)
+    as_dtype = {"dtype": getattr(torch, dtype)} if dtype else {}
     try:
         with _no_progress_bars():
             processor = AutoProcessor.from_pretrained(name_or_path)
-            model = FAMILIES[family].model_class.from_pretrained(name_or_path, attn_implementation=attention)
+            model = FAMILIES[family].model_class.from_pretrained(name_or_path, attn_implementation=attention,
+                                                                 **as_dtype)
     except Exception as exc:  # any loader failure is the same start-up error
         raise _load_error(name_or_path, f"could not be loaded as a {family.upper()} model", exc) from exc
     if not hasattr(processor, "tokenizer") or not hasattr(processor, "feature_extractor"):

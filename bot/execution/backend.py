@@ -52,6 +52,10 @@ class BackendEvents(Protocol):
     def job_failed(self, slot: int, attempt: Attempt, error: VoiceBotError) -> None:
         """The attempt failed (bad audio, cancelled between chunks...); its worker is free again."""
 
+    def backend_failed(self, error: VoiceBotError) -> None:
+        """No worker can run (its models failed to load): every job fails with `error`, and no worker
+        lost from now on is started again."""
+
     def worker_lost(self, slot: int, reason: str) -> None:
         """The worker in `slot` is gone, with whatever it was running.
 

@@ -7,6 +7,7 @@ which hold the bot token.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from bot.asr.recognizer import RecognizerConfig
 from bot.asr.routing import ANY, models_to_load
@@ -39,6 +40,9 @@ class EngineConfig:
     punctuation_model: str | None = None
     #: ASR_MODELS as (language or `*`, model) pairs: where a detected language is sent (`bot.asr.routing`).
     table: tuple[tuple[str, str], ...] = ()
+    #: LOG_LEVEL and LOG_FORMAT: a local worker logs like the bot (its compute type, kernels, load).
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
@@ -64,4 +68,6 @@ class EngineConfig:
                 timeout=settings.ffmpeg_timeout_seconds,
                 memory_mb=settings.ffmpeg_memory_mb,
             ),
+            log_level=settings.log_level,
+            log_format=settings.log_format,
         )

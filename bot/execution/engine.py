@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from bot.asr import postprocess
-from bot.asr.loading import SharedModel, load_model
+from bot.asr.loading import SharedModel
 from bot.asr.punctuation import Punctuator, load_punctuator, with_punctuation
-from bot.asr.recognizer import LanguageDetector, Recognizer, RecognizerConfig, build_recognizer
+from bot.asr.recognizer import LanguageDetector, Recognizer, RecognizerConfig, build_recognizer, load_recognizer
 from bot.asr.routing import ModelTable, Route, detection_may_reroute, route_detected
 from bot.asr.types import Progress, TextOptions, Transcription
 from bot.errors import VoiceBotError
@@ -56,7 +56,7 @@ class Engine:
         """Every model of `config` and its punctuation model, loaded in this process (`from_pretrained`);
         `recognizer` overrides `config.recognizer`."""
         settings = recognizer or config.recognizer
-        recognizers = {name: build_recognizer(load_model(name, attention=config.attention), settings)
+        recognizers = {name: load_recognizer(name, settings, attention=config.attention)
                        for name in config.models or (config.model,)}
         punctuator = load_punctuator(config.punctuation_model) if config.punctuation_model else None
         return cls(recognizers, dict(config.table), punctuator)

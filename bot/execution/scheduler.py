@@ -232,6 +232,12 @@ class Scheduler:
             self._settle(job, error=error)
             self._dispatch()
 
+    def backend_failed(self, error: VoiceBotError) -> None:
+        if self._closing or self._broken is not None:
+            return
+        log.error("%s", error)
+        self._broken_by(error)
+
     def worker_lost(self, slot: int, reason: str) -> None:
         current = self._slot(slot)
         if current is None:
@@ -244,19 +250,27 @@ class Scheduler:
             if job is not None:
                 self._settle(job, error=JobCancelledError("shutting down"))
             return
+        if self._broken is not None:
+            if job is not None:
+                self._settle(job, error=self._broken)
+            return
         log.error("%s%s", reason, f" during job {job.id}" if job else "")
         if job is not None:
             self._after_loss(job)
         if self._failed_starts >= MAX_FAILED_STARTS:
-            self._broken = WorkerCrashedError("workers keep dying at start-up")
-            for queued in self._queue.drain():
-                self._settle(queued, error=self._broken)
-            self._all_ready.set()
+            self._broken_by(WorkerCrashedError("workers keep dying at start-up"))
             return
         self.backend.start_worker(slot)
         if self._on_worker_restart is not None:
             self._on_worker_restart()
         self._dispatch()  # a retried job need not wait for the restarted worker if another is free
+
+    def _broken_by(self, error: VoiceBotError) -> None:
+        """The backend cannot run jobs: fail the queued ones, and every later one at once."""
+        self._broken = error
+        for queued in self._queue.drain():
+            self._settle(queued, error=error)
+        self._all_ready.set()
 
     # -- policy ------------------------------------------------------------------------
 

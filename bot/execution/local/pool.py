@@ -1,8 +1,11 @@
 """The local execution backend: model workers as processes on this machine, sharing one copy of the weights.
 
-`ProcessPoolBackend` loads each model once in the parent (every model of ASR_MODELS, and
-the punctuation model), moves their weights to shared memory, and hands them to each
-worker, so N workers cost one copy of the weights.
+With several workers, `ProcessPoolBackend` loads each model once in the parent (every
+model of ASR_MODELS, and the punctuation model), moves their weights to shared memory,
+and hands them to each worker, so N workers cost one copy of the weights. A single worker
+has nobody to share with: it loads its models itself, so this process never imports torch
+or transformers, and the worker is ready as soon as the forkserver's imports are done and
+its own load is, instead of after the parent's imports, load and sharing too.
 Workers are forked from a multiprocessing forkserver (`bot.execution.local.forkserver`)
 that imported torch, transformers and the engine once, so they share those pages instead
 of each importing its own copy; the worker's side is `bot.execution.local.worker`.
@@ -25,15 +28,17 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from queue import SimpleQueue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bot.asr.loading import SharedModel, load_model
-from bot.asr.punctuation import Punctuator, load_punctuator
 from bot.execution.backend import Attempt, BackendEvents
 from bot.execution.base import TranscriptionRequest
 from bot.execution.config import EngineConfig
 from bot.execution.local.forkserver import start_forkserver, worker_context
 from bot.execution.local.worker import worker_main
+
+if TYPE_CHECKING:
+    from bot.asr.loading import SharedModel
+    from bot.asr.punctuation import Punctuator
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +80,8 @@ class ProcessPoolBackend:
         #: reading it at once get the status and EOF (then 255). Forking polls every child
         #: (`Process.start` tidies up finished ones), so forking and reaping take turns.
         self._exit_status = threading.Lock()
-        self._shared: tuple[SharedModel, ...] = ()
-        self._punctuator: Punctuator | None = None
+        #: What each worker is sent first: the shared models and punctuator, or None (it loads its own).
+        self._models: tuple[tuple[SharedModel, ...], Punctuator | None] | None = None
         self._workers: dict[int, _Worker] = {}
         self._starting: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,7 +94,7 @@ class ProcessPoolBackend:
         return self._count
 
     async def open(self, events: BackendEvents) -> None:
-        """Load every model (once each) and put their weights in shared memory.
+        """With several workers, load every model (once each) and put their weights in shared memory.
 
         The forkserver is started first (if `python -m bot run` has not already), so its
         imports run while this process loads the weights rather than after.
@@ -97,14 +102,17 @@ class ProcessPoolBackend:
         self._loop = asyncio.get_running_loop()
         self._events = events
         start_forkserver()
-        shared = []
-        for name in self.config.models or (self.config.model,):
-            loaded = await asyncio.to_thread(load_model, name, attention=self.config.attention)
-            shared.append(SharedModel.from_loaded(loaded))
-        self._shared = tuple(shared)
-        if self.config.punctuation_model:
-            punctuator = await asyncio.to_thread(load_punctuator, self.config.punctuation_model)
-            self._punctuator = punctuator.share_memory()
+        if self._count > 1:
+            self._models = await asyncio.to_thread(self._share_models)
+
+    def _share_models(self) -> tuple[tuple[SharedModel, ...], Punctuator | None]:
+        from bot.asr.loading import SharedModel, load_model
+        from bot.asr.punctuation import load_punctuator
+
+        shared = tuple(SharedModel.from_loaded(load_model(name, attention=self.config.attention))
+                       for name in self.config.models or (self.config.model,))
+        punctuation = self.config.punctuation_model
+        return shared, load_punctuator(punctuation).share_memory() if punctuation else None
 
     def start_worker(self, slot: int) -> None:
         assert self._loop is not None
@@ -168,7 +176,7 @@ class ProcessPoolBackend:
         try:
             # The weights go through the pipe, not the start arguments: every shared tensor is
             # one file descriptor, and a forkserver start passes at most 256 (two models pass more).
-            parent_end.send((self._shared, self._punctuator))
+            parent_end.send(self._models)
         except BaseException:
             process.kill()
             parent_end.close()
@@ -231,6 +239,9 @@ class ProcessPoolBackend:
         if kind == "ready":
             self.language_detectors = message[1]
             self._events.worker_ready(worker.slot)
+            return
+        if kind == "failed":
+            self._events.backend_failed(message[1])
             return
         attempt = worker.attempt
         if attempt is None or attempt.job_id != message[1]:
