@@ -88,7 +88,7 @@ async def test_the_cluster_gives_the_same_transcript_as_the_local_engine(
 
 async def test_a_full_cluster_queue_makes_jobs_wait_and_all_are_answered(
     ray_serve: RayServe, scheduler_at: Callable[..., Awaitable[Scheduler]], recognizer: Recognizer,
-    long_ogg: Path, caplog: pytest.LogCaptureFixture,
+    long_ogg: Path, very_long_ogg: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     url = ray_serve.deploy("narrow", asr_max_ongoing_requests=1, asr_max_queued_requests=1)
     try:
@@ -99,12 +99,20 @@ async def test_a_full_cluster_queue_makes_jobs_wait_and_all_are_answered(
         while scheduler.ready_workers < 3:
             assert asyncio.get_running_loop().time() < deadline, "the slots never became ready"
             await asyncio.sleep(0.05)
+        # The long job holds the one replica slot (it has reported progress) while the other two
+        # arrive: one fills the queue, the other is refused until there is room.
+        running = asyncio.Event()
+        long_job = asyncio.create_task(scheduler.transcribe(request(very_long_ogg, recognizer),
+                                                            on_progress=lambda _: running.set()))
+        await asyncio.wait_for(running.wait(), 60)
         with caplog.at_level(logging.INFO, logger="bot.execution.remote.backend"):
-            results = await asyncio.gather(*(scheduler.transcribe(request(long_ogg, recognizer)) for _ in range(3)))
+            results = await asyncio.gather(*(scheduler.transcribe(request(long_ogg, recognizer)) for _ in range(2)))
+        long_result = await long_job
     finally:
         ray_serve.delete("narrow")
 
     assert {result.text for result in results} == {engine_text(recognizer, long_ogg)}
+    assert long_result.text == engine_text(recognizer, very_long_ogg)
     assert any("the cluster is busy (HTTP 503)" in record.getMessage() for record in caplog.records)
 
 
