@@ -218,8 +218,8 @@ def _packed_bf16_linear_available() -> bool:
 
 def _pack(module: nn.Linear) -> None:
     """Replace a bfloat16 weight by oneDNN's blocked layout of it, reordered once (the packing
-    torch.compile's freezing does). The bfloat16 weights are the worker's own copy, made by the
-    conversion from the shared float32 ones, so the packed copy takes their place at no cost."""
+    torch.compile's freezing does). bfloat16 weights are this process's own (loaded as such, or
+    converted from shared float32 ones), so the packed copy takes their place at no cost."""
     module.weight = nn.Parameter(torch.ops.mkldnn._reorder_linear_weight(module.weight.detach()), requires_grad=False)
 
 
