@@ -56,15 +56,14 @@ Runner = Callable[[str], dict[str, Any]]
 def _ours(model: str) -> Runner:
     """Our engine with the default settings, as a worker runs it: decode, chunked transcription,
     then (untimed, like a worker going idle) a spare ffmpeg started for the next note."""
-    from bot.asr.loading import load_model
-    from bot.asr.recognizer import RecognizerConfig, build_recognizer
+    from bot.asr.recognizer import RecognizerConfig, load_recognizer
     from bot.asr.types import TextOptions
     from bot.audio.decode import AudioDecoder
 
     settings = default_settings()
     config = RecognizerConfig(device="cpu", chunk_seconds=settings.asr_chunk_seconds,
                               stride_seconds=settings.asr_stride_seconds)
-    recognizer = build_recognizer(load_model(model, attention=settings.asr_attention), config)
+    recognizer = load_recognizer(model, config, attention=settings.asr_attention)
     options = TextOptions(model=model)
     decoder = AudioDecoder(max_seconds=settings.max_audio_seconds, timeout=settings.ffmpeg_timeout_seconds,
                            memory_mb=settings.ffmpeg_memory_mb)
