@@ -331,21 +331,33 @@ def voice_note_set(count: int, *, low: float = 3.0, high: float = 30.0, seed: in
 # ----------------------------------------------------------------------------------------
 
 
-def machine_info(threads: int) -> dict[str, Any]:
-    """What the figures depend on: CPU, cores, the bf16/AMX flags, library versions, load."""
-    from importlib.metadata import PackageNotFoundError, version
+#: The /proc/cpuinfo flags that say what the figures can reach: vector width, VNNI, bf16, AMX.
+RELEVANT_CPU_FLAGS = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_tile",
+                                "amx_int8", "avx512_fp16"})
 
-    model = "unknown"
-    flags: set[str] = set()
+
+def cpu_info() -> tuple[str, set[str], float | None]:
+    """The first CPU's model name, its relevant flags and its "cpu MHz" (in a VM, the nominal clock)."""
+    model, flags, mhz = "unknown", set(), None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name" and model == "unknown":
                 model = value.strip()
             elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
+                flags = set(value.split()) & RELEVANT_CPU_FLAGS
+            elif key.strip() == "cpu MHz" and mhz is None:
+                mhz = float(value)
     except OSError:
         pass
+    return model, flags, mhz
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    """What the figures depend on: CPU, cores, the bf16/AMX flags, library versions, load."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    model, flags, mhz = cpu_info()
 
     def ver(package: str) -> str:
         try:
@@ -362,8 +374,8 @@ def machine_info(threads: int) -> dict[str, Any]:
         "torch_cpu_capability": capability,
         "logical_cpus": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)),
-        "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16",
-                                     "amx_tile", "amx_int8", "avx512_fp16"}),
+        "cpu_flags": sorted(flags),
+        "cpu_mhz": mhz,
         "torch": ver("torch"),
         "transformers": ver("transformers"),
         "python": sys.version.split()[0],

@@ -3,8 +3,8 @@
 For float32, bfloat16 (only where torch reports native bf16: AMX or AVX512-BF16; emulated
 bf16 is a few percent of float32's speed) and dynamic int8, in one child process:
 
-* the engine's model-only time on the 2-minute note (`build_recognizer` on `load_model`,
-  default chunking and CPU kernels), the operations of its forwards over the chunk plan
+* the engine's model-only time on the 2-minute note (`load_recognizer`, as a worker loads
+  it, default chunking and CPU kernels), the operations of its forwards over the chunk plan
   (`bench.flops`), and so the GFLOP/s achieved;
 * where that time goes: the torch profiler's self time by kind of op (linear layers,
   convolutions, attention, the rest);
@@ -31,7 +31,6 @@ import json
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -64,14 +63,6 @@ OP_KINDS = {
 }
 
 
-def cpu_clock_mhz() -> float | None:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "cpu MHz":
-            return float(value)
-    return None
-
-
 def nominal_peak(compute_type: str, flags: set[str], cores: int, mhz: float) -> tuple[float, str] | None:
     """(GFLOP/s, how it was computed) for `compute_type`, or None when no listed flag is present."""
     for flag, per_cycle in OPS_PER_CYCLE[compute_type]:
@@ -88,7 +79,7 @@ def run(opts: Options) -> Section:
                       env=child_env(), timeout=1800, stream_stderr=True)
     data = child.json()
     flags = set(machine["cpu_flags"])
-    mhz = cpu_clock_mhz() or 0.0
+    mhz = machine["cpu_mhz"] or 0.0
     section = Section(data=data | {"machine_line": machine_line(machine), "cpu_mhz": mhz})
     for mode, result in data["modes"].items():
         gflops = result["flops"] / result["seconds"] / 1e9
@@ -132,8 +123,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from bench.child import _decode
     from bot.asr.chunking import align, plan_chunks
     from bot.asr.hardware import native_bf16
-    from bot.asr.loading import load_model
-    from bot.asr.recognizer import RecognizerConfig, build_recognizer
+    from bot.asr.recognizer import RecognizerConfig, load_recognizer
     from bot.asr.types import TextOptions
 
     torch.set_num_threads(args.threads)
@@ -146,13 +136,12 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     for mode in modes:
         config = RecognizerConfig(device="cpu", compute_type=mode, cpu_kernels=settings.asr_cpu_kernels,
                                   chunk_seconds=settings.asr_chunk_seconds, stride_seconds=settings.asr_stride_seconds)
-        recognizer = build_recognizer(load_model(args.model, attention=settings.asr_attention), config)
-        model_config = recognizer.model.config
+        recognizer = load_recognizer(args.model, config, attention=settings.asr_attention)
         frame = recognizer.samples_per_frame
-        chunks = plan_chunks(len(audio), chunk=align(config.chunk_seconds, sampling_rate=16000, samples_per_frame=frame),
-                             stride_left=align(config.stride_seconds, sampling_rate=16000, samples_per_frame=frame),
-                             stride_right=align(config.stride_seconds, sampling_rate=16000, samples_per_frame=frame))
-        flops = sum(sum(forward_flops(model_config, chunk.length).values()) for chunk in chunks)
+        chunk, stride = (align(seconds, sampling_rate=16000, samples_per_frame=frame)
+                         for seconds in (config.chunk_seconds, config.stride_seconds))
+        chunks = plan_chunks(len(audio), chunk=chunk, stride_left=stride, stride_right=stride)
+        flops = sum(sum(forward_flops(recognizer.model.config, item.length).values()) for item in chunks)
         recognizer.transcribe(audio, options)  # every chunk length once: oneDNN builds its kernels per shape
         times = [recognizer.transcribe(audio, options).processing_seconds for _ in range(args.reps)]
         with profile() as prof:

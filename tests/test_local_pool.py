@@ -105,8 +105,8 @@ from bot.execution.local.pool import ProcessPoolBackend
 from bot.execution.scheduler import Scheduler
 from bot.settings import Settings
 
-async def main(model, audio, chunk, stride):
-    settings = Settings(_env_file=None, asr_model=model, asr_threads_per_worker=1, asr_compute_type="float32",
+async def main(model, audio, chunk, stride, compute_type):
+    settings = Settings(_env_file=None, asr_model=model, asr_threads_per_worker=1, asr_compute_type=compute_type,
                         asr_chunk_seconds=float(chunk), asr_stride_seconds=float(stride))
     pool = Scheduler(ProcessPoolBackend(EngineConfig.from_settings(settings), workers=1))
     await pool.start()
@@ -128,7 +128,7 @@ def test_a_single_worker_loads_its_own_model_and_the_parent_imports_no_torch(
     expected = make_recognizer(chunk_seconds=CHUNK, stride_seconds=STRIDE).transcribe(
         decode_audio(speech_ogg, max_seconds=60), TextOptions(model=str(tiny_model)))
     done = subprocess.run([sys.executable, "-c", _ONE_WORKER_PARENT, str(tiny_model), str(speech_ogg), str(CHUNK),
-                           str(STRIDE)], cwd=REPO, capture_output=True, text=True, timeout=120)
+                           str(STRIDE), EXACT_COMPUTE_TYPE], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report == {"text": expected.raw_text, "imported": []}
