@@ -286,7 +286,7 @@ class UploadedFile:
 
 @dataclass
 class Call:
-    """One HTTP request to a Bot API method, recorded when it arrives.
+    """One HTTP request to a Bot API method, recorded once its parameters are read.
 
     `params` are decoded: form fields that PTB JSON-encodes (numbers, booleans,
     reply_markup, reply_parameters, ...) are objects again, uploaded files are
@@ -1110,10 +1110,13 @@ class FakeTelegram:
     # --- HTTP -----------------------------------------------------------------------------
     async def _handle_method(self, request: web.Request) -> web.StreamResponse:
         call = Call(request.match_info["method"], {}, time.monotonic(), request.match_info["token"])
-        self._calls.append(call)
         try:
-            call.params = await _read_params(request)
-            self._bump()
+            try:
+                call.params = await _read_params(request)
+            finally:
+                # Listed only once its parameters are read: a waiting test sees the whole call.
+                self._calls.append(call)
+                self._bump()
             response = await self._answer(call)
         except _ApiError as error:
             response = error.response()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -350,6 +351,34 @@ async def test_wait_for_timeout_reports_calls(telegram: FakeTelegram, bot: Bot) 
     await bot.get_me()
     with pytest.raises(AssertionError, match=r"(?s)sent_messages.*getMe -> 200"):
         await telegram.wait_for(lambda tg: tg.sent_messages(), timeout=0.2)
+
+
+async def test_a_call_is_listed_only_with_its_parameters(telegram: FakeTelegram) -> None:
+    """A test waiting for a call must never see it before its body is read (it would read
+    empty parameters): the request body here arrives in two halves, 0.3 s apart."""
+    body = b'{"callback_query_id": "7", "text": "gone"}'
+    halves_sent = asyncio.Event()
+
+    async def slowly() -> AsyncIterator[bytes]:
+        yield body[:10]
+        await asyncio.sleep(0.3)
+        halves_sent.set()
+        yield body[10:]
+
+    async with aiohttp.ClientSession() as session:
+        request = asyncio.create_task(session.post(
+            f"{telegram.base_url}{telegram.token}/answerCallbackQuery", data=slowly(),
+            headers={"Content-Type": "application/json"},
+        ))
+        seen: list[dict[str, object]] = []
+        while not halves_sent.is_set():
+            seen += [call.params for call in telegram.calls("answerCallbackQuery")]
+            await asyncio.sleep(0.01)
+        async with await request:
+            pass
+    [call] = telegram.calls("answerCallbackQuery")
+    assert call.params == {"callback_query_id": "7", "text": "gone"}
+    assert seen == []
 
 
 def test_background_thread_mode_for_sync_code() -> None:

@@ -327,6 +327,30 @@ async def test_a_read_sees_one_snapshot(storage: Storage, database: Database) ->
     assert await database.scalar("SELECT count(*) FROM users") == 2
 
 
+async def test_a_single_query_never_runs_inside_another_callers_read(storage: Storage, database: Database) -> None:
+    """A query issued while another task's `read` is open waits for it, and then sees the
+    commits made meanwhile rather than that transaction's older snapshot."""
+    await storage.preferences.set_store_history(ALICE, True)
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def held_open(conn: Connection) -> int:
+        count = await conn.scalar("SELECT count(*) FROM users")
+        inside.set()
+        await release.wait()
+        return count
+
+    reading = asyncio.create_task(database.read(held_open))
+    await inside.wait()
+    await storage.preferences.set_store_history(BOB, False)
+    query = asyncio.create_task(database.scalar("SELECT count(*) FROM users"))
+    rows = asyncio.create_task(database.fetchall("SELECT id FROM users ORDER BY id"))
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await reading == 1
+    assert await query == 2
+    assert [row[0] for row in await rows] == [ALICE, BOB]
+
+
 async def test_cancelled_writers_leave_the_connection_usable(storage: Storage) -> None:
     tasks = [asyncio.create_task(add(storage, f"note {i}", message_id=i)) for i in range(50)]
     await asyncio.sleep(0)

@@ -110,7 +110,8 @@ class Database:
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
-        # Serialises read transactions: the reader can hold only one open at a time.
+        # The reader can hold one read transaction at a time, and a single query must not
+        # run inside one that another caller has open (it would see that older snapshot).
         self._read_lock = asyncio.Lock()
         self._closed = False
 
@@ -211,12 +212,14 @@ class Database:
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         """One query on the reader (its own snapshot): all its rows."""
         with _wrapped():
-            return await Connection(self._reader).fetchall(sql, params)
+            async with self._read_lock:  # not inside another caller's read transaction
+                return await Connection(self._reader).fetchall(sql, params)
 
     async def scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
         """One query on the reader: the first column of the first row, or None."""
         with _wrapped():
-            return await Connection(self._reader).scalar(sql, params)
+            async with self._read_lock:
+                return await Connection(self._reader).scalar(sql, params)
 
     async def ping(self) -> None:
         """Readiness check: prove the file can be locked for writing right now.
