@@ -124,7 +124,8 @@ def machine_line(machine: dict[str, Any]) -> str:
     """The CPU, its relevant flags and torch's capability report: printed beside every table, so
     figures from different machines are never compared blind."""
     flags = ", ".join(machine["cpu_flags"]) or "none of avx2/avx512/vnni/bf16/amx"
-    return (f"{machine['cpu_model']} ({flags}; torch CPU capability {machine['torch_cpu_capability']}), "
+    return (f"{machine['cpu_model']} [{machine['cpu_id']}] ({flags}; "
+            f"torch CPU capability {machine['torch_cpu_capability']}), "
             f"{machine['logical_cpus']} CPUs, torch {machine['torch']}")
 
 
@@ -336,28 +337,56 @@ RELEVANT_CPU_FLAGS = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni",
                                 "amx_int8", "avx512_fp16"})
 
 
-def cpu_info() -> tuple[str, set[str], float | None]:
-    """The first CPU's model name, its relevant flags and its "cpu MHz" (in a VM, the nominal clock)."""
-    model, flags, mhz = "unknown", set(), None
+@dataclass(frozen=True)
+class CpuInfo:
+    """The first CPU as /proc/cpuinfo names it. A VM's model name can be as vague as "AMD EPYC"
+    for several generations; vendor, family and model number tell them apart."""
+
+    model: str
+    flags: frozenset[str]
+    #: "cpu MHz": in a VM, the nominal clock.
+    mhz: float | None
+    vendor: str
+    family: int | None
+    model_number: int | None
+
+    @property
+    def half_width_avx512(self) -> bool:
+        """AMD Zen 4 (family 0x19 with AVX-512) runs each 512-bit instruction on two 256-bit
+        halves: per cycle it does what AVX2 does on a core with two FMA units."""
+        return self.vendor == "AuthenticAMD" and self.family == 0x19 and "avx512f" in self.flags
+
+
+def cpu_info() -> CpuInfo:
+    """The first CPU's identity, its relevant flags and its clock."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split()) & RELEVANT_CPU_FLAGS
-            elif key.strip() == "cpu MHz" and mhz is None:
-                mhz = float(value)
+            if not key.strip():
+                break  # the end of the first CPU's block
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return model, flags, mhz
+
+    def number(key: str) -> int | None:
+        return int(fields[key]) if fields.get(key, "").isdigit() else None
+
+    return CpuInfo(
+        model=fields.get("model name", "unknown"),
+        flags=frozenset(fields.get("flags", "").split()) & RELEVANT_CPU_FLAGS,
+        mhz=float(fields["cpu MHz"]) if "cpu MHz" in fields else None,
+        vendor=fields.get("vendor_id", "unknown"),
+        family=number("cpu family"),
+        model_number=number("model"),
+    )
 
 
 def machine_info(threads: int) -> dict[str, Any]:
     """What the figures depend on: CPU, cores, the bf16/AMX flags, library versions, load."""
     from importlib.metadata import PackageNotFoundError, version
 
-    model, flags, mhz = cpu_info()
+    cpu = cpu_info()
 
     def ver(package: str) -> str:
         try:
@@ -370,12 +399,14 @@ def machine_info(threads: int) -> dict[str, Any]:
         capture_output=True, text=True, timeout=120,
     ).stdout.strip() or "unknown"
     return {
-        "cpu_model": model,
+        "cpu_model": cpu.model,
+        "cpu_id": f"{cpu.vendor} family {cpu.family} model {cpu.model_number}",
+        "half_width_avx512": cpu.half_width_avx512,
         "torch_cpu_capability": capability,
         "logical_cpus": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)),
-        "cpu_flags": sorted(flags),
-        "cpu_mhz": mhz,
+        "cpu_flags": sorted(cpu.flags),
+        "cpu_mhz": cpu.mhz,
         "torch": ver("torch"),
         "transformers": ver("transformers"),
         "python": sys.version.split()[0],

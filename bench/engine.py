@@ -77,7 +77,7 @@ def _seed_process(path: str, opts: Options) -> tuple[float, float]:
 
 def run(opts: Options) -> Section:
     section = Section()
-    rtf_target = RTF_TARGET_AMX if "amx_bf16" in cpu_info()[1] else RTF_TARGET
+    rtf_target = RTF_TARGET_AMX if "amx_bf16" in cpu_info().flags else RTF_TARGET
     # Short clips are cheap and noisy (seconds each on a shared machine): more pairs.
     reps = {5: opts.reps(9, 5), 30: opts.reps(5, 3), 120: opts.reps(2, 1)}
     print(f"engine: ours and seed interleaved on {', '.join(f'{s} s x{n}' for s, n in reps.items())}",

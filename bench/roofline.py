@@ -17,8 +17,9 @@ bf16 is a few percent of float32's speed) and dynamic int8, in one child process
   run below it under load), and the operations per cycle two FMA units' worth: float32
   64 with AVX-512, 32 with AVX2; bfloat16 1024 with AMX-BF16 (one 16×16×32 tile product
   per 16 cycles), 128 with AVX512-BF16; int8 2048 with AMX-INT8, 256 with AVX-512 VNNI,
-  128 with AVX-VNNI, 64 with AVX2. Those are the vendors' per-core figures; an SKU with
-  one FMA unit has half of the vector ones.
+  128 with AVX-VNNI, 64 with AVX2. Those are the vendors' per-core figures for two 512-bit
+  units; AMD Zen 4 runs AVX-512 on two 256-bit units (each 512-bit instruction in two
+  halves), so its AVX-512 figures are halved, as are an SKU's with one FMA unit.
 
 The int8 mode quantises only the linear layers (the convolutions stay float32), so its
 "GFLOP/s" is a mixed figure, against the int8 peak for the linear part only.
@@ -63,11 +64,17 @@ OP_KINDS = {
 }
 
 
-def nominal_peak(compute_type: str, flags: set[str], cores: int, mhz: float) -> tuple[float, str] | None:
+def nominal_peak(
+    compute_type: str, flags: set[str], cores: int, mhz: float, *, half_width_avx512: bool = False
+) -> tuple[float, str] | None:
     """(GFLOP/s, how it was computed) for `compute_type`, or None when no listed flag is present."""
     for flag, per_cycle in OPS_PER_CYCLE[compute_type]:
         if flag in flags:
-            return cores * mhz / 1000 * per_cycle, f"{cores} cores × {mhz / 1000:.2f} GHz × {per_cycle} ({flag})"
+            note = flag
+            if half_width_avx512 and flag.startswith("avx512"):
+                per_cycle //= 2
+                note += ", on 256-bit units"
+            return cores * mhz / 1000 * per_cycle, f"{cores} cores × {mhz / 1000:.2f} GHz × {per_cycle} ({note})"
     return None
 
 
@@ -83,7 +90,7 @@ def run(opts: Options) -> Section:
     section = Section(data=data | {"machine_line": machine_line(machine), "cpu_mhz": mhz})
     for mode, result in data["modes"].items():
         gflops = result["flops"] / result["seconds"] / 1e9
-        peak = nominal_peak(mode, flags, opts.threads, mhz)
+        peak = nominal_peak(mode, flags, opts.threads, mhz, half_width_avx512=machine["half_width_avx512"])
         result["gflops"] = gflops
         share = ""
         if peak and mode == "int8":  # a mixed figure: the peak is the linear layers' only
