@@ -13,8 +13,9 @@ bf16 is a few percent of float32's speed) and dynamic int8, in one child process
 
       cores × clock × operations per cycle per core,
 
-  the clock being /proc/cpuinfo's "cpu MHz" (in a VM the nominal clock; AMX and AVX-512
-  run below it under load), and the operations per cycle two FMA units' worth: float32
+  the clock being the one the cores run at under load (`bench.clock`, measured on as many
+  cores as the forward uses, right after it; /proc/cpuinfo's "cpu MHz", in a VM the nominal
+  clock, where it cannot be measured), and the operations per cycle two FMA units' worth: float32
   64 with AVX-512, 32 with AVX2; bfloat16 1024 with AMX-BF16 (one 16×16×32 tile product
   per 16 cycles), 128 with AVX512-BF16; int8 2048 with AMX-INT8, 256 with AVX-512 VNNI,
   128 with AVX-VNNI, 64 with AVX2. Those are the vendors' per-core figures for two 512-bit
@@ -34,6 +35,7 @@ import time
 import warnings
 from typing import Any
 
+from bench.clock import running_ghz
 from bench.common import (
     PYTHON,
     Options,
@@ -85,9 +87,14 @@ def run(opts: Options) -> Section:
                        "--file", str(voice_note(LENGTH_SECONDS)), "--reps", str(opts.reps(3, 1))],
                       env=child_env(), timeout=1800, stream_stderr=True)
     data = child.json()
+    ghz = running_ghz(opts.threads)
     flags = set(machine["cpu_flags"])
-    mhz = machine["cpu_mhz"] or 0.0
-    section = Section(data=data | {"machine_line": machine_line(machine), "cpu_mhz": mhz})
+    mhz = ghz * 1000 if ghz else machine["cpu_mhz"] or 0.0
+    section = Section(data=data | {"machine_line": machine_line(machine), "cpu_mhz": machine["cpu_mhz"],
+                                   "running_ghz": ghz})
+    section.add(Row("roofline", f"clock under load ({opts.threads} cores; /proc/cpuinfo says "
+                                f"{(machine['cpu_mhz'] or 0) / 1000:.2f} GHz)",
+                    f"{ghz:.2f} GHz (dependent-addition loop)" if ghz else "not measurable here: /proc's clock used"))
     for mode, result in data["modes"].items():
         gflops = result["flops"] / result["seconds"] / 1e9
         peak = nominal_peak(mode, flags, opts.threads, mhz, half_width_avx512=machine["half_width_avx512"])
