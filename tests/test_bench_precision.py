@@ -8,8 +8,8 @@ import pytest
 
 from bench.precision import RANDOM_WEIGHTS_NOTE, summarise
 
-MACHINE = {"cpu_model": "Test CPU", "cpu_flags": ["avx2"], "torch_cpu_capability": "AVX2", "logical_cpus": 2,
-           "torch": "2.x"}
+MACHINE = {"cpu_model": "Test CPU", "cpu_id": "GenuineTest family 6 model 1", "cpu_flags": ["avx2"],
+           "torch_cpu_capability": "AVX2", "logical_cpus": 2, "torch": "2.x"}
 
 
 def _data(texts: list[dict[str, str]], references: list[str]) -> dict[str, Any]:
