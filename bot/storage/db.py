@@ -20,8 +20,8 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,8 +110,7 @@ class Database:
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
-        # The reader can hold one read transaction at a time, and a single query must not
-        # run inside one that another caller has open (it would see that older snapshot).
+        # The reader serves one caller at a time (see `_on_reader`).
         self._read_lock = asyncio.Lock()
         self._closed = False
 
@@ -194,32 +193,38 @@ class Database:
                     raise
                 return result
 
+    @asynccontextmanager
+    async def _on_reader(self) -> AsyncIterator[Connection]:
+        """The reader, to this caller alone: the one door of `read`, `fetchall` and `scalar`,
+        so a single query never runs inside another caller's read transaction (it would see
+        that transaction's older snapshot)."""
+        with _wrapped():
+            async with self._read_lock:
+                yield Connection(self._reader)
+
     async def read(self, function: Callable[[Connection], Awaitable[T]]) -> T:
         """Run `function`'s queries on the reader in one read transaction: they all see the
         same committed snapshot (figures from two queries agree), and writers go on meanwhile.
         Costs two round trips more than a single statement: for one query use `fetchall`."""
-        with _wrapped():
-            async with self._read_lock:
-                try:
-                    await self._reader.execute("BEGIN")
-                    result = await function(Connection(self._reader))
-                    await self._reader.execute("COMMIT")
-                except BaseException:
-                    await _rollback_quietly(self._reader)
-                    raise
-                return result
+        async with self._on_reader() as reader:
+            try:
+                await reader.execute("BEGIN")
+                result = await function(reader)
+                await reader.execute("COMMIT")
+            except BaseException:
+                await _rollback_quietly(self._reader)
+                raise
+            return result
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         """One query on the reader (its own snapshot): all its rows."""
-        with _wrapped():
-            async with self._read_lock:  # not inside another caller's read transaction
-                return await Connection(self._reader).fetchall(sql, params)
+        async with self._on_reader() as reader:
+            return await reader.fetchall(sql, params)
 
     async def scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
         """One query on the reader: the first column of the first row, or None."""
-        with _wrapped():
-            async with self._read_lock:
-                return await Connection(self._reader).scalar(sql, params)
+        async with self._on_reader() as reader:
+            return await reader.scalar(sql, params)
 
     async def ping(self) -> None:
         """Readiness check: prove the file can be locked for writing right now.
