@@ -401,7 +401,6 @@ def machine_info(threads: int) -> dict[str, Any]:
     return {
         "cpu_model": cpu.model,
         "cpu_id": f"{cpu.vendor} family {cpu.family} model {cpu.model_number}",
-        "half_width_avx512": cpu.half_width_avx512,
         "torch_cpu_capability": capability,
         "logical_cpus": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)),

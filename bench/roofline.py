@@ -42,6 +42,7 @@ from bench.common import (
     Row,
     Section,
     child_env,
+    cpu_info,
     default_settings,
     machine_info,
     machine_line,
@@ -87,17 +88,16 @@ def run(opts: Options) -> Section:
                        "--file", str(voice_note(LENGTH_SECONDS)), "--reps", str(opts.reps(3, 1))],
                       env=child_env(), timeout=1800, stream_stderr=True)
     data = child.json()
+    cpu = cpu_info()
     ghz = running_ghz(opts.threads)
-    flags = set(machine["cpu_flags"])
-    mhz = ghz * 1000 if ghz else machine["cpu_mhz"] or 0.0
-    section = Section(data=data | {"machine_line": machine_line(machine), "cpu_mhz": machine["cpu_mhz"],
-                                   "running_ghz": ghz})
+    mhz = ghz * 1000 if ghz else cpu.mhz or 0.0
+    section = Section(data=data | {"machine_line": machine_line(machine), "cpu_mhz": cpu.mhz, "running_ghz": ghz})
     section.add(Row("roofline", f"clock under load ({opts.threads} cores; /proc/cpuinfo says "
-                                f"{(machine['cpu_mhz'] or 0) / 1000:.2f} GHz)",
+                                f"{(cpu.mhz or 0) / 1000:.2f} GHz)",
                     f"{ghz:.2f} GHz (dependent-addition loop)" if ghz else "not measurable here: /proc's clock used"))
     for mode, result in data["modes"].items():
         gflops = result["flops"] / result["seconds"] / 1e9
-        peak = nominal_peak(mode, flags, opts.threads, mhz, half_width_avx512=machine["half_width_avx512"])
+        peak = nominal_peak(mode, set(cpu.flags), opts.threads, mhz, half_width_avx512=cpu.half_width_avx512)
         result["gflops"] = gflops
         share = ""
         if peak and mode == "int8":  # a mixed figure: the peak is the linear layers' only
