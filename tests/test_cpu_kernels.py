@@ -17,7 +17,14 @@ import torch
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
-from bot.asr.ctc.cpu_kernels import BLOCK_BYTES, _first_layer_norm, block_frames, receptive_field, tune_for_cpu
+from bot.asr.ctc.cpu_kernels import (
+    BLOCK_BYTES,
+    _folded_first_layer,
+    _fusable_gelus,
+    block_frames,
+    receptive_field,
+    tune_for_cpu,
+)
 from bot.asr.ctc.recognizer import CTCRecognizer
 from bot.asr.recognizer import Recognizer
 from bot.asr.types import TextOptions
@@ -92,15 +99,30 @@ def test_tuned_forward_equals_stock(norm: str, length: int, batch: int) -> None:
     assert torch.equal(logits.argmax(-1), expected.argmax(-1))
 
 
-def test_first_layer_statistics_equal_group_norm() -> None:
+@pytest.mark.parametrize("conv_bias", [False, True])
+def test_first_layer_group_norm_folds_into_its_convolution(conv_bias: bool) -> None:
     stock, _ = _model_pair("group")
-    layer = stock.wav2vec2.feature_extractor.conv_layers[0]
-    audio = _speechlike(2, 48_000, seed=7)
+    layer = copy.deepcopy(stock.wav2vec2.feature_extractor.conv_layers[0])
+    if conv_bias:  # the norm removes a conv bias: the folded layer must give the same output with one
+        layer.conv.bias = nn.Parameter(torch.linspace(-1, 1, layer.conv.out_channels))
+    audio = _speechlike(1, 48_000, seed=7)
     with torch.inference_mode():
         expected = layer.layer_norm(layer.conv(audio[:, None]))
-        scale, shift = _first_layer_norm(layer, audio)
-        normalised = torch.addcmul(shift, layer.conv(audio[:, None]).transpose(1, 2), scale)
-    torch.testing.assert_close(normalised.transpose(1, 2), expected, rtol=1e-4, atol=1e-4)
+        weight, bias = _folded_first_layer(layer, audio)
+        folded = torch.nn.functional.conv2d(audio[:, None, None], weight, bias, stride=(1, layer.conv.stride[0]))
+    torch.testing.assert_close(folded[:, :, 0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gelu_fuses_only_where_it_follows_the_convolution() -> None:
+    stock, _ = _model_pair("group")
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN in this torch build")
+    encoder = stock.wav2vec2.feature_extractor
+    assert _fusable_gelus(encoder) == (True,) * 7  # layer 0's group norm folds into its convolution
+    assert _fusable_gelus(_model_pair("layer")[0].wav2vec2.feature_extractor) == (False,) * 7  # norm between
+    tanh = copy.deepcopy(encoder)
+    tanh.conv_layers[3].activation = nn.GELU(approximate="tanh")
+    assert _fusable_gelus(tanh) == (True,) * 3 + (False,) + (True,) * 3
 
 
 def test_input_shorter_than_one_frame_fails_like_stock() -> None:

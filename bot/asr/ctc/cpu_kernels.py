@@ -18,7 +18,11 @@ Zen 3 cores, `python -m bench --only variants` reports the whole-model effect):
   channels) throughout, the layout of oneDNN's channels-last convolution: a channels-first
   conv1d in bfloat16 copies its input and output to that layout and back, and so the
   time-major encoder is ~2.4× the blocked channels-first one in bfloat16 on an AMX CPU
-  (the same speed in float32).
+  (the same speed in float32). With those statistics the group norm is a per-channel
+  affine map that folds into layer 0's weights, and each GELU runs inside its convolution
+  (a oneDNN post-op): otherwise each would be one more pass over the largest tensors of the
+  forward, which in bfloat16, where the arithmetic is fast, is about a tenth of the model's
+  time.
 * **`nn.Linear` through oneDNN** (`torch.ops.mkldnn._linear_pointwise`, the kernel that
   torch.compile's CPU backend emits): in float32 on the model's own (shared) weight tensors,
   10–20 % more GFLOP/s than the MKL `addmm` that eager mode calls for these shapes; in
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import torch
@@ -60,7 +64,7 @@ def tune_for_cpu(model: nn.Module) -> list[str]:
     base = getattr(model, "base_model", model)
     encoder = getattr(base, "feature_extractor", None)
     if encoder is not None and _blockable(encoder, model.config):
-        _install(encoder, partial(_blocked_feature_encoder, encoder))
+        _install(encoder, partial(_blocked_feature_encoder, encoder, _fusable_gelus(encoder)))
         installed.append("blocked feature encoder")
     linears = [module for module in model.modules() if type(module) is nn.Linear]
     fp32 = [module for module in linears if module.weight.dtype == torch.float32]
@@ -124,12 +128,15 @@ def _blockable(encoder: nn.Module, config: object) -> bool:
     return True
 
 
-def _blocked_feature_encoder(encoder: Any, input_values: torch.Tensor) -> torch.Tensor:
+def _blocked_feature_encoder(encoder: Any, fused_gelu: tuple[bool, ...], input_values: torch.Tensor) -> torch.Tensor:
     """The encoder's (batch, channels, frames) output, computed a block of frames at a time.
 
     Hidden states stay time-major, (batch, frames, channels), from layer 0 to the output:
     each convolution runs as oneDNN's channels-last kernel, whose input and output are
-    exactly that layout, so no layer converts its input or output.
+    exactly that layout, so no layer converts its input or output. Each input of the batch
+    runs alone: its own layer-0 group norm folds into its own layer-0 weights, and a GELU
+    straight after a convolution (`fused_gelu`, per layer) runs inside it as a oneDNN
+    post-op, so neither makes one more pass over the largest tensors of the forward.
     """
     layers = encoder.conv_layers
     field, hop = receptive_field([layer.conv.kernel_size[0] for layer in layers],
@@ -139,22 +146,64 @@ def _blocked_feature_encoder(encoder: Any, input_values: torch.Tensor) -> torch.
     if frames < 1:
         return encoder.__class__.forward(encoder, input_values)  # the stock error for too-short input
     group_norm = isinstance(getattr(layers[0], "layer_norm", None), nn.GroupNorm)
-    scale_shift = _first_layer_norm(layers[0], audio) if group_norm else None
-    weights = [_channels_last_weight(layer.conv) for layer in layers]
+    weights = [(_channels_last_weight(layer.conv), layer.conv.bias) for layer in layers]
+    norms = [None if index == 0 and group_norm else _channel_norm(layer) for index, layer in enumerate(layers)]
     block = block_frames(layers[0].conv, hop, audio.element_size())
     out = torch.empty(audio.shape[0], frames, layers[-1].conv.out_channels, dtype=audio.dtype, device=audio.device)
-    for first in range(0, frames, block):
-        last = min(first + block, frames)
-        hidden = audio[:, first * hop : (last - 1) * hop + field, None]
-        for index, (layer, weight) in enumerate(zip(layers, weights, strict=True)):
-            hidden = _conv1d_time_major(layer.conv, weight, hidden)
-            if index == 0 and scale_shift is not None:
-                hidden = torch.addcmul(scale_shift[1], hidden, scale_shift[0])
-            elif isinstance(getattr(layer, "layer_norm", None), nn.LayerNorm):
-                hidden = layer.layer_norm(hidden)  # over channels: the last dimension here
-            hidden = layer.activation(hidden)
-        out[:, first:last] = hidden
+    for item in range(audio.shape[0]):
+        samples = audio[item : item + 1]
+        if group_norm:
+            weights[0] = _folded_first_layer(layers[0], samples)
+        for first in range(0, frames, block):
+            last = min(first + block, frames)
+            hidden = samples[:, first * hop : (last - 1) * hop + field, None]
+            for layer, (weight, bias), norm, fused in zip(layers, weights, norms, fused_gelu, strict=True):
+                hidden = _conv1d_time_major(layer.conv, weight, bias, hidden, activation="gelu" if fused else "none")
+                if norm is not None:
+                    hidden = norm(hidden)  # over channels: the last dimension here
+                if not fused:
+                    hidden = layer.activation(hidden)
+            out[item : item + 1, first:last] = hidden
     return out.transpose(1, 2)
+
+
+def _channel_norm(layer: Any) -> nn.LayerNorm | None:
+    norm = getattr(layer, "layer_norm", None)
+    return norm if isinstance(norm, nn.LayerNorm) else None
+
+
+def _fusable_gelus(encoder: Any) -> tuple[bool, ...]:
+    """Per encoder layer: does an exact GELU follow its convolution with nothing between (no
+    norm over channels), and can oneDNN fuse it here? Layer 0's group norm folds into its
+    convolution, so it does not stand between."""
+    fusable = _fused_gelu_available()
+    return tuple(fusable and _channel_norm(layer) is None and _is_exact_gelu(layer.activation)
+                 for layer in encoder.conv_layers)
+
+
+def _is_exact_gelu(activation: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    """True for an activation that computes the erf GELU (transformers' "gelu", nn.GELU()), the
+    one oneDNN's gelu post-op computes. Probed, not looked up by class, so a tanh or a python
+    variant is never fused."""
+    probe = torch.linspace(-6.0, 6.0, 97, dtype=torch.float64)
+    try:
+        return bool(torch.equal(activation(probe), F.gelu(probe)))
+    except (RuntimeError, TypeError):
+        return False
+
+
+@cache
+def _fused_gelu_available() -> bool:
+    """oneDNN's convolution with a GELU post-op, on channels-last input as the encoder gives it."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        probe = torch.ones(1, 3, 1, 4).contiguous(memory_format=torch.channels_last)
+        weight = torch.ones(2, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        out = torch.ops.mkldnn._convolution_pointwise(probe, weight, None, [0, 0], [1, 1], [1, 1], 1, "gelu", [], "none")
+        return bool(torch.allclose(out, F.gelu(torch.full((1, 2, 1, 3), 6.0))))
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def block_frames(first_conv: nn.Conv1d, hop: int, itemsize: int) -> int:
@@ -163,30 +212,29 @@ def block_frames(first_conv: nn.Conv1d, hop: int, itemsize: int) -> int:
     return max(1, BLOCK_BYTES // (first_conv.out_channels * samples_per_frame * itemsize))
 
 
-def _first_layer_norm(layer: Any, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layer 0's group norm as a per-channel (scale, shift) of shape (batch, 1, channels), for
-    time-major output, from the whole input's statistics.
+def _folded_first_layer(layer: Any, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer 0's convolution and its group norm over the whole of `audio` (one input, shape
+    (1, samples)) as one convolution: its (channels-last weight, bias).
 
-    The norm sees conv outputs y_c = w_c · frame (+ b_c) over all frames, so mean_c =
-    w_c · mean(frame) (+ b_c) and var_c = w_cᵀ Σ w_c, Σ the frames' covariance: no need
-    to hold the 512-channel output of the whole input at once.
+    The norm sees conv outputs y_c = w_c · frame + b_c over all frames, so mean_c =
+    w_c · mean(frame) + b_c and var_c = w_cᵀ Σ w_c, Σ the frames' covariance: no need to hold
+    the 512-channel output of the whole input at once. Normalising is then the per-channel
+    affine map s_c (y_c − mean_c) + β_c = (s_c w_c) · frame + β_c − s_c w_c · mean(frame), in
+    which the conv bias cancels.
     """
     conv, norm = layer.conv, layer.layer_norm
     kernel, stride = conv.kernel_size[0], conv.stride[0]
-    batch, length = audio.shape
-    count = (length - kernel) // stride + 1
-    frames = audio.as_strided((batch, count, kernel), (audio.stride(0), stride, 1)).double()
-    frame_mean = frames.mean(dim=1)
-    centred = frames - frame_mean[:, None]
-    covariance = centred.transpose(1, 2) @ centred / count
+    count = (audio.shape[1] - kernel) // stride + 1
+    frames = audio[0].as_strided((count, kernel), (stride, 1)).double()
+    frame_mean = frames.mean(dim=0)
+    centred = frames - frame_mean
+    covariance = centred.t() @ centred / count
     weight = conv.weight[:, 0].double()
-    mean = frame_mean @ weight.t()
-    if conv.bias is not None:
-        mean = mean + conv.bias.double()
-    variance = torch.einsum("ck,bkl,cl->bc", weight, covariance, weight)
+    variance = torch.einsum("ck,kl,cl->c", weight, covariance, weight)
     scale = norm.weight.double() / torch.sqrt(variance + norm.eps)
-    shift = norm.bias.double() - mean * scale
-    return scale[:, None].to(audio.dtype), shift[:, None].to(audio.dtype)
+    bias = norm.bias.double() - scale * (weight @ frame_mean)
+    folded = (weight * scale[:, None])[:, None, None, :].to(audio.dtype)
+    return folded.contiguous(memory_format=torch.channels_last), bias.to(audio.dtype)
 
 
 # ----------------------------------------------------------------------------------------
@@ -233,17 +281,24 @@ def _channels_last_weight(conv: nn.Conv1d) -> torch.Tensor:
     return conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
 
 
-def _conv1d_time_major(conv: nn.Conv1d, weight: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """`conv` on time-major (batch, length, channels) input, giving time-major output.
+def _conv1d_time_major(conv: nn.Conv1d, weight: torch.Tensor, bias: torch.Tensor | None, hidden: torch.Tensor,
+                       *, activation: str = "none") -> torch.Tensor:
+    """`conv`'s convolution with this weight and bias on time-major (batch, length, channels)
+    input, giving time-major output; `activation` "gelu" applies the erf GELU inside it.
 
     The input seen as (batch, channels, 1, length) is a channels-last 2-D tensor, which
     oneDNN convolves in place of layout; a channels-first conv1d would copy it twice.
     """
-    out = F.conv2d(hidden.transpose(1, 2).unsqueeze(2), weight, conv.bias, stride=(1, conv.stride[0]),
-                   padding=(0, int(conv.padding[0])), dilation=(1, conv.dilation[0]), groups=conv.groups)
+    planar = hidden.transpose(1, 2).unsqueeze(2)
+    padding, stride, dilation = (0, int(conv.padding[0])), (1, conv.stride[0]), (1, conv.dilation[0])
+    if activation == "none":
+        out = F.conv2d(planar, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=conv.groups)
+    else:
+        out = torch.ops.mkldnn._convolution_pointwise(planar, weight, bias, padding, stride, dilation, conv.groups,
+                                                      activation, [], "none")
     return out.squeeze(2).transpose(1, 2)
 
 
 def _conv1d_channels_last(conv: nn.Conv1d, hidden: torch.Tensor) -> torch.Tensor:
     """`conv(hidden)` on (batch, channels, length) input that lies time-major in memory."""
-    return _conv1d_time_major(conv, _channels_last_weight(conv), hidden.transpose(1, 2)).transpose(1, 2)
+    return _conv1d_time_major(conv, _channels_last_weight(conv), conv.bias, hidden.transpose(1, 2)).transpose(1, 2)
