@@ -2,8 +2,8 @@
 
 /proc/cpuinfo's "cpu MHz" is, in a VM, the nominal clock; under load the cores boost well
 above it (or throttle below it), and a peak computed from it can be exceeded by a plain
-matrix product. A chain of dependent integer additions retires one per cycle on every
-x86-64 core, so timing one gives the running clock: a few bytes of machine code in an
+matrix product. A chain of dependent register-to-register additions retires one per cycle
+on every x86-64 core, so timing one gives the running clock: a few bytes of machine code in an
 executable page, called through ctypes (which releases the GIL) from one thread per core
 at once, as the forward loads them. The addend is a register, not an immediate: Intel's
 Golden Cove-class cores (Sapphire Rapids) fold chains of `add reg, imm` in the renamer and

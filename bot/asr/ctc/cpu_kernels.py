@@ -147,7 +147,7 @@ def _blocked_feature_encoder(encoder: Any, fused_gelu: tuple[bool, ...], input_v
         return encoder.__class__.forward(encoder, input_values)  # the stock error for too-short input
     group_norm = isinstance(getattr(layers[0], "layer_norm", None), nn.GroupNorm)
     weights = [(_channels_last_weight(layer.conv), layer.conv.bias) for layer in layers]
-    norms = [None if index == 0 and group_norm else _channel_norm(layer) for index, layer in enumerate(layers)]
+    norms = [_channel_norm(layer) for layer in layers]  # layer 0's group norm is not one: it folds
     block = block_frames(layers[0].conv, hop, audio.element_size())
     out = torch.empty(audio.shape[0], frames, layers[-1].conv.out_channels, dtype=audio.dtype, device=audio.device)
     for item in range(audio.shape[0]):
