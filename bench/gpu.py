@@ -374,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.gpu: no CUDA device (torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); "
               f"to check the script on this CPU: python -m bench.gpu --device cpu --quick", file=sys.stderr)
         return 2
+    output = args.output or (Path(os.environ["OUT"]) if os.environ.get("OUT") else BENCH_DIR) / "results-gpu.json"
+    output.parent.mkdir(parents=True, exist_ok=True)  # now, not after the run: a bad path fails before the work
     os.environ.update(child_env())  # the spawned processes: repo importable, Hugging Face offline and quiet
     plan = QUICK if args.quick else FULL
     model = str((args.model or ensure_base_model()).resolve())
@@ -403,7 +405,6 @@ def main(argv: list[str] | None = None) -> int:
     rows = _rows(results, on_gpu=args.device == "cuda")
     print(f"\n{_table(rows)}\n({time.perf_counter() - began:.0f} s; {machine_line(machine)}"
           + (f"; {gpu['name']} (capability {gpu['capability']})" if gpu else "") + ")", flush=True)
-    output = args.output or (Path(os.environ["OUT"]) if os.environ.get("OUT") else BENCH_DIR) / "results-gpu.json"
     output.write_text(json.dumps({
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "mode": "quick" if args.quick else "full",
         "device": args.device, "compute_type": compute_type, "model": model, "gpu": gpu, "machine": machine,
