@@ -118,6 +118,30 @@ def task_engine(args: argparse.Namespace) -> None:
     _emit({"threads": torch.get_num_threads(), "runs": results})
 
 
+def task_new_lengths(args: argparse.Namespace) -> None:
+    """Model time of short notes that each come in a length of their own, as voice notes do, then
+    of the same lengths again: the first pass pays for whatever the kernels build per new input
+    shape (oneDNN's JIT code), the second does not. The notes are the first 3–12 s of one file."""
+    import numpy as np
+    import torch
+
+    from bot.asr.recognizer import RecognizerConfig, load_recognizer
+    from bot.asr.types import TextOptions
+
+    torch.set_num_threads(args.threads)
+    settings = default_settings()
+    recognizer = load_recognizer(args.model, RecognizerConfig(device="cpu", chunk_seconds=settings.asr_chunk_seconds,
+                                                              stride_seconds=settings.asr_stride_seconds),
+                                 attention=settings.asr_attention)
+    options = TextOptions(model=args.model)
+    audio = _decode(args.file)
+    lengths = np.random.default_rng(0).choice(np.arange(3 * 16000, 12 * 16000, 97), size=args.notes, replace=False)
+    recognizer.transcribe(audio[: 2 * 16000], options)  # loading and first-call work, outside both passes
+    passes = [[recognizer.transcribe(audio[:length], options).processing_seconds for length in lengths]
+              for _ in range(2)]
+    _emit({"audio_seconds": float(lengths.sum()) / 16000, "new": passes[0], "seen": passes[1]})
+
+
 # ----------------------------------------------------------------------------------------
 # cold_start: process start -> first worker ready
 # ----------------------------------------------------------------------------------------
@@ -435,18 +459,20 @@ def main(argv: list[str] | None = None) -> None:
     throughput.add_argument("--workers", type=int, required=True)
     throughput.add_argument("--notes", required=True)
     throughput.add_argument("--warmup", required=True)
+    new_lengths = tasks.add_parser("new-lengths")
+    new_lengths.add_argument("--notes", type=int, required=True)
     variants = tasks.add_parser("variants")
     variants.add_argument("--reps", type=int, required=True)
     variants.add_argument("--quick", action="store_true")
-    for sub in (engine, cold, memory, throughput, variants):
+    for sub in (engine, cold, memory, throughput, new_lengths, variants):
         sub.add_argument("--model", required=True)
-    for sub in (engine, throughput, variants):
+    for sub in (engine, throughput, new_lengths, variants):
         sub.add_argument("--threads", type=int, required=True)
-    for sub in (cold, memory, variants):
+    for sub in (cold, memory, new_lengths, variants):
         sub.add_argument("--file", required=True)
     args = parser.parse_args(argv)
     handler = {"engine": task_engine, "cold-start": task_cold_start, "memory": task_memory,
-               "throughput": task_throughput, "variants": task_variants}[args.task]
+               "throughput": task_throughput, "new-lengths": task_new_lengths, "variants": task_variants}[args.task]
     handler(args)
 
 

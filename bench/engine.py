@@ -9,7 +9,10 @@ Three kinds of figure, each from fresh child processes:
 * whole-process time (`python -m bot transcribe` vs `python -m bench.seed_method`) on
   the 2-minute OGG, model load included: what a user of the CLI waits;
 * `python -m bot transcribe` on the 10-minute OGG: RTF (from its --json) and peak RSS.
-  The seed is not run past 2 minutes: its one attention pass needs tens of GB there.
+  The seed is not run past 2 minutes: its one attention pass needs tens of GB there;
+* model RTF of short notes (3–12 s) that each have a length of their own, as voice notes do,
+  against the same lengths run again: the repeated-file figures above never meet a new input
+  shape, and kernels built per shape make a new length slower.
 """
 
 from __future__ import annotations
@@ -147,6 +150,14 @@ def run(opts: Options) -> Section:
     section.add(Row("engine", "RTF 10 min (bot transcribe); seed not run", f"{rtf:.3f}", n_long))
     section.add(Row("engine", "peak RSS bot transcribe 10 min", f"{long_rss:.0f} MB", n_long,
                     f"≤ {PEAK_RSS_TARGET_MB:.0f} MB", long_rss <= PEAK_RSS_TARGET_MB))
+    n_notes = opts.reps(30, 8)
+    print(f"engine: {n_notes} short notes of new lengths, then the same again", file=sys.stderr, flush=True)
+    lengths = bench_child("new-lengths", "--model", str(opts.model_dir), "--file", str(voice_note(30)),
+                          "--notes", str(n_notes), "--threads", str(opts.threads)).json()
+    section.data["new_lengths"] = lengths
+    new, seen = (sum(lengths[key]) / lengths["audio_seconds"] for key in ("new", "seen"))
+    section.add(Row("engine", "short notes (3–12 s), model RTF: each a new length / the same lengths again",
+                    f"{new:.4f} / {seen:.4f}", n_notes))
     section.data["targets"] = {"rtf_2min": rtf_target, "whole_process_ratio": WHOLE_PROCESS_TARGET,
                                "peak_rss_mb": PEAK_RSS_TARGET_MB}
     return section

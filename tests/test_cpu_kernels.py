@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pytest
@@ -19,8 +20,13 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from bot.asr.ctc.cpu_kernels import (
     BLOCK_BYTES,
+    SHAPE_BUCKET,
+    LengthRounding,
+    _blocked_feature_encoder,
+    _conv1d_channels_last,
     _folded_first_layer,
     _fusable_gelus,
+    _onednn_linear,
     block_frames,
     receptive_field,
     tune_for_cpu,
@@ -181,3 +187,74 @@ def test_tuned_bfloat16_is_as_close_to_float32_as_stock_bfloat16() -> None:
         errors = {name: (model(audio.bfloat16()).logits.float() - exact).abs().mean().item()
                   for name, model in (("stock", stock_bf16), ("tuned", tuned_bf16))}
     assert 0 < errors["tuned"] <= 1.25 * errors["stock"], errors
+
+
+
+def test_length_rounding() -> None:
+    rounding = LengthRounding(steady=1499)
+    assert [rounding(n) for n in (1, 31, 32, 33, 250, 1498, 1499, 1500, 2998)] == [
+        SHAPE_BUCKET, SHAPE_BUCKET, 32, 64, 256, 1504, 1499, 1504, 2998]  # full chunks, one or a batch, as they are
+    assert LengthRounding()(1499) == 1504
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_each_rounded_forward_equals_the_unrounded_one(dtype: torch.dtype) -> None:
+    """Rounding a length up adds zero rows, or zero samples past the end, and drops their results:
+    the linear layers, the positional convolution and the feature encoder give what they give at
+    the length itself."""
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("no native bfloat16 here")
+    stock, _ = _model_pair("group")
+    model = copy.deepcopy(stock).to(dtype)
+    encoder = model.wav2vec2.feature_extractor
+    rounding = LengthRounding()
+    audio = _speechlike(1, 320 * (BLOCK + 45) + 80, seed=13).to(dtype)
+    fused = _fusable_gelus(encoder)
+    # Bitwise equal where measured; a kernel may still sum a row in another order for another row count.
+    same = partial(torch.testing.assert_close, **({"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32
+                                                   else {"rtol": 1e-2, "atol": 1e-2}))
+    with torch.inference_mode():
+        features = _blocked_feature_encoder(encoder, fused, rounding, audio)
+        same(features, _blocked_feature_encoder(encoder, fused, None, audio))
+        hidden = features.transpose(1, 2) @ torch.randn(64, 64, dtype=dtype)  # 1 × frames × 64, not a bucket multiple
+        assert hidden.shape[1] % SHAPE_BUCKET
+        linear = model.wav2vec2.encoder.layers[0].feed_forward.intermediate_dense
+        rounded, exact = (_onednn_linear(linear, r, hidden) for r in (rounding, None))
+        assert rounded.shape == exact.shape
+        same(rounded, exact)
+        conv = model.wav2vec2.encoder.pos_conv_embed.conv
+        rounded, exact = (_conv1d_channels_last(conv, r, hidden.transpose(1, 2)) for r in (rounding, None))
+        assert rounded.shape == exact.shape == conv(hidden.transpose(1, 2)).shape
+        same(rounded, exact)
+
+
+def _kernel_shapes(model: nn.Module, audio: torch.Tensor) -> set[tuple[str, str]]:
+    """The oneDNN ops a forward ran, with their input shapes (oneDNN builds kernels per shape)."""
+    with torch.inference_mode(), torch.profiler.profile(record_shapes=True) as prof:
+        model(audio)
+    return {(event.key, str(event.input_shapes)) for event in prof.key_averages(group_by_input_shape=True)
+            if event.key.startswith(("mkldnn::", "aten::mkldnn_convolution"))}
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bfloat16 here")
+def test_bfloat16_lengths_in_one_bucket_run_the_same_kernel_shapes() -> None:
+    """Voice notes come in every length: in bfloat16, two lengths in one bucket meet the same oneDNN
+    shapes (each built once), while a full chunk runs as it is."""
+    stock, _ = _model_pair("group")
+    chunk = 320 * 150 + 80  # 150 frames
+    tuned = copy.deepcopy(stock).to(torch.bfloat16)
+    tune_for_cpu(tuned, chunk_samples=chunk)
+    first, second = (_speechlike(1, 320 * frames + 80, seed=frames).bfloat16()
+                     for frames in (3 * SHAPE_BUCKET + 2, 3 * SHAPE_BUCKET + 29))
+    linears = {shape for kind, shape in _kernel_shapes(tuned, first) if "linear" in kind}
+    assert linears and all(f"[1, {4 * SHAPE_BUCKET}," in shape or f"[{4 * SHAPE_BUCKET}," in shape
+                           for shape in linears), linears
+    assert _kernel_shapes(tuned, first) == _kernel_shapes(tuned, second)
+    assert any("[1, 150," in shape for _, shape in _kernel_shapes(tuned, _speechlike(1, chunk, seed=1).bfloat16()))
+
+
+def test_float32_runs_every_length_as_it_is() -> None:
+    stock, tuned = _model_pair("group")
+    frames = 3 * SHAPE_BUCKET + 2
+    shapes = {shape for kind, shape in _kernel_shapes(tuned, _speechlike(1, 320 * frames + 80, seed=2)) if "linear" in kind}
+    assert shapes and all(f"[1, {frames}," in shape for shape in shapes), shapes

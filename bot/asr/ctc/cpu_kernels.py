@@ -1,7 +1,7 @@
 """Faster CPU forward paths for wav2vec2-style CTC models that compute the same function.
 
 The stock forward spends much of a chunk's time on things other than arithmetic, and these
-three replacements remove that (figures: one 30 s chunk of the full base architecture, two
+replacements remove that (figures: one 30 s chunk of the full base architecture, two
 Zen 3 cores, `python -m bench --only variants` reports the whole-model effect):
 
 * **Feature encoder in blocks of frames.** The stock encoder runs each convolution over the
@@ -31,6 +31,8 @@ Zen 3 cores, `python -m bench --only variants` reports the whole-model effect):
 * **The positional convolution in channels-last layout** (768 channels, kernel 128, 16
   groups): its input already lies time-major in memory, and oneDNN's grouped kernel for
   that layout is ~1.6× faster than the channels-first one.
+* **In bfloat16, lengths rounded up to a few recurring shapes** (`LengthRounding`): oneDNN
+  builds its bfloat16 kernels per input shape, and voice notes come in every length.
 
 Each replacement sets a forward on this one model instance and uses its float32 parameters
 as they are, so workers still share one copy of the weights. In float32 the results differ
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
 
@@ -56,31 +59,68 @@ log = logging.getLogger(__name__)
 #: (32 MB), so blocks reuse heap memory. For wav2vec2-base that is 100 frames in float32
 #: (512 × 6,400 floats) and 200 in bfloat16; half or twice that measured slower.
 BLOCK_BYTES = 13 * 2**20
+#: In bfloat16, lengths (frames) that do not recur run rounded up to a multiple of this (see
+#: `LengthRounding`).
+SHAPE_BUCKET = 32
 
 
-def tune_for_cpu(model: nn.Module) -> list[str]:
-    """Install the faster float32 forwards that apply to `model`; returns what was installed."""
+@dataclass(frozen=True)
+class LengthRounding:
+    """The length (frames, or rows of a linear layer) to run a length at, in bfloat16.
+
+    oneDNN builds its bfloat16 kernels (JIT code) for each input shape it meets: on a new length,
+    ~25 ms for wav2vec2-base's linear layers on an AMX CPU and several ms more for the
+    convolutions, a quarter of a 5 s note's model time. Voice notes come in every length, so
+    without rounding nearly every note pays it. Rounded up to `SHAPE_BUCKET`, a few dozen shapes
+    cover all lengths, each built once per process; the rows added are zeros and their results
+    are dropped (no row's result depends on another row, and no output frame on samples past its
+    receptive field). `steady`, a full chunk's frames, recurs anyway and runs as it is, as does
+    any multiple of it (a batch of full chunks). float32 runs every length as it is: its kernels
+    cost little to build, and the copy that rounding takes cost more than it saved.
+    """
+
+    steady: int | None = None
+
+    def __call__(self, length: int) -> int:
+        if length % SHAPE_BUCKET == 0 or (self.steady is not None and length % self.steady == 0):
+            return length
+        return -(-length // SHAPE_BUCKET) * SHAPE_BUCKET
+
+
+def tune_for_cpu(model: nn.Module, *, chunk_samples: int | None = None) -> list[str]:
+    """Install the faster forwards that apply to `model`; returns what was installed.
+
+    `chunk_samples`: the length of a full chunk, the length every long input repeats (see
+    `LengthRounding`)."""
     installed = []
     base = getattr(model, "base_model", model)
     encoder = getattr(base, "feature_extractor", None)
-    if encoder is not None and _blockable(encoder, model.config):
-        _install(encoder, partial(_blocked_feature_encoder, encoder, _fusable_gelus(encoder)))
+    blockable = encoder is not None and _blockable(encoder, model.config)
+    rounding = None
+    if next(model.parameters()).dtype == torch.bfloat16:
+        steady = None
+        if blockable and chunk_samples is not None:
+            field, hop = _encoder_field(encoder)
+            steady = max(1, (chunk_samples - field) // hop + 1)
+        rounding = LengthRounding(steady)
+    if blockable:
+        _install(encoder, partial(_blocked_feature_encoder, encoder, _fusable_gelus(encoder), rounding))
         installed.append("blocked feature encoder")
     linears = [module for module in model.modules() if type(module) is nn.Linear]
     fp32 = [module for module in linears if module.weight.dtype == torch.float32]
     if fp32 and _onednn_linear_available():
         for module in fp32:
-            _install(module, partial(_onednn_linear, module))
+            _install(module, partial(_onednn_linear, module, rounding))
         installed.append("oneDNN linear")
     bf16 = [module for module in linears if module.weight.dtype == torch.bfloat16]
     if bf16 and _packed_bf16_linear_available():
         for module in bf16:
             _pack(module)
-            _install(module, partial(_onednn_linear, module))
+            _install(module, partial(_onednn_linear, module, rounding))
         installed.append("oneDNN linear, packed bfloat16 weights")
     conv = getattr(getattr(getattr(base, "encoder", None), "pos_conv_embed", None), "conv", None)
     if isinstance(conv, nn.Conv1d) and not isinstance(conv.padding, str):
-        _install(conv, partial(_conv1d_channels_last, conv))
+        _install(conv, partial(_conv1d_channels_last, conv, rounding))
         installed.append("channels-last positional convolution")
     log.info("CPU kernels: %s", ", ".join(installed) or "stock")
     return installed
@@ -128,7 +168,8 @@ def _blockable(encoder: nn.Module, config: object) -> bool:
     return True
 
 
-def _blocked_feature_encoder(encoder: Any, fused_gelu: tuple[bool, ...], input_values: torch.Tensor) -> torch.Tensor:
+def _blocked_feature_encoder(encoder: Any, fused_gelu: tuple[bool, ...], rounding: LengthRounding | None,
+                             input_values: torch.Tensor) -> torch.Tensor:
     """The encoder's (batch, channels, frames) output, computed a block of frames at a time.
 
     Hidden states stay time-major, (batch, frames, channels), from layer 0 to the output:
@@ -136,11 +177,11 @@ def _blocked_feature_encoder(encoder: Any, fused_gelu: tuple[bool, ...], input_v
     exactly that layout, so no layer converts its input or output. Each input of the batch
     runs alone: its own layer-0 group norm folds into its own layer-0 weights, and a GELU
     straight after a convolution (`fused_gelu`, per layer) runs inside it as a oneDNN
-    post-op, so neither makes one more pass over the largest tensors of the forward.
+    post-op, so neither makes one more pass over the largest tensors of the forward. With
+    `rounding`, a last block shorter than the others runs at a rounded length, on zeros past the end.
     """
     layers = encoder.conv_layers
-    field, hop = receptive_field([layer.conv.kernel_size[0] for layer in layers],
-                                 [layer.conv.stride[0] for layer in layers])
+    field, hop = _encoder_field(encoder)
     audio = input_values.contiguous()
     frames = (audio.shape[1] - field) // hop + 1
     if frames < 1:
@@ -156,15 +197,24 @@ def _blocked_feature_encoder(encoder: Any, fused_gelu: tuple[bool, ...], input_v
             weights[0] = _folded_first_layer(layers[0], samples)
         for first in range(0, frames, block):
             last = min(first + block, frames)
-            hidden = samples[:, first * hop : (last - 1) * hop + field, None]
+            run = min(block, rounding(last - first)) if rounding is not None else last - first
+            span = samples[:, first * hop : first * hop + (run - 1) * hop + field]
+            if span.shape[1] < (run - 1) * hop + field:
+                span = F.pad(span, (0, (run - 1) * hop + field - span.shape[1]))
+            hidden = span[:, :, None]
             for layer, (weight, bias), norm, fused in zip(layers, weights, norms, fused_gelu, strict=True):
                 hidden = _conv1d_time_major(layer.conv, weight, bias, hidden, activation="gelu" if fused else "none")
                 if norm is not None:
                     hidden = norm(hidden)  # over channels: the last dimension here
                 if not fused:
                     hidden = layer.activation(hidden)
-            out[item : item + 1, first:last] = hidden
+            out[item : item + 1, first:last] = hidden[:, : last - first]
     return out.transpose(1, 2)
+
+
+def _encoder_field(encoder: Any) -> tuple[int, int]:
+    layers = encoder.conv_layers
+    return receptive_field([layer.conv.kernel_size[0] for layer in layers], [layer.conv.stride[0] for layer in layers])
 
 
 def _channel_norm(layer: Any) -> nn.LayerNorm | None:
@@ -271,8 +321,15 @@ def _pack(module: nn.Linear) -> None:
     module.weight = nn.Parameter(torch.ops.mkldnn._reorder_linear_weight(module.weight.detach()), requires_grad=False)
 
 
-def _onednn_linear(module: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(hidden, module.weight, module.bias, "none", [], "")
+def _onednn_linear(module: nn.Linear, rounding: LengthRounding | None, hidden: torch.Tensor) -> torch.Tensor:
+    """The linear layer on `hidden`'s rows, as many as `rounding` says, then the real ones."""
+    rows = hidden.numel() // hidden.shape[-1]
+    run = rounding(rows) if rounding is not None else rows
+    if run == rows:
+        return torch.ops.mkldnn._linear_pointwise(hidden, module.weight, module.bias, "none", [], "")
+    padded = F.pad(hidden.reshape(rows, hidden.shape[-1]), (0, 0, 0, run - rows))
+    out = torch.ops.mkldnn._linear_pointwise(padded, module.weight, module.bias, "none", [], "")
+    return out[:rows].view(*hidden.shape[:-1], out.shape[-1])
 
 
 def _channels_last_weight(conv: nn.Conv1d) -> torch.Tensor:
@@ -299,6 +356,15 @@ def _conv1d_time_major(conv: nn.Conv1d, weight: torch.Tensor, bias: torch.Tensor
     return out.squeeze(2).transpose(1, 2)
 
 
-def _conv1d_channels_last(conv: nn.Conv1d, hidden: torch.Tensor) -> torch.Tensor:
-    """`conv(hidden)` on (batch, channels, length) input that lies time-major in memory."""
-    return _conv1d_time_major(conv, _channels_last_weight(conv), conv.bias, hidden.transpose(1, 2)).transpose(1, 2)
+def _conv1d_channels_last(conv: nn.Conv1d, rounding: LengthRounding | None, hidden: torch.Tensor) -> torch.Tensor:
+    """`conv(hidden)` on (batch, channels, length) input that lies time-major in memory, at the
+    length `rounding` says: the zeros added lie where the convolution's own zero padding would
+    be, so the frames kept are the same."""
+    length = hidden.shape[2]
+    time_major = hidden.transpose(1, 2)
+    run = rounding(length) if rounding is not None else length
+    if run != length:
+        time_major = F.pad(time_major, (0, 0, 0, run - length))
+    out = _conv1d_time_major(conv, _channels_last_weight(conv), conv.bias, time_major)
+    kept = (length + 2 * int(conv.padding[0]) - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) // conv.stride[0] + 1
+    return out[:, :kept].transpose(1, 2)

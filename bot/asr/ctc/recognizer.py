@@ -55,12 +55,12 @@ class CTCRecognizer:
         self.cpu_kernels = config.cpu_kernels if self.device == "cpu" and not config.compile else "stock"
         #: The post-processing a request gets when it names none (`TextOptions.postprocess` None).
         self.default_postprocess: tuple[str, ...] = ("sentence_case",) if emits_bare_capitals(self.tokenizer) else ()
-        self.model = self._prepare(loaded.model)
-        self._input_dtype = _DTYPES.get(config.compute_type, torch.float32)
         self._chunk = align(config.chunk_seconds, sampling_rate=self.sampling_rate,
                             samples_per_frame=self.samples_per_frame)
         self._stride = align(config.stride_seconds, sampling_rate=self.sampling_rate,
                              samples_per_frame=self.samples_per_frame)
+        self.model = self._prepare(loaded.model)
+        self._input_dtype = _DTYPES.get(config.compute_type, torch.float32)
 
     def _prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Move and convert the model once. float32 leaves shared weights untouched."""
@@ -75,7 +75,7 @@ class CTCRecognizer:
             model = model.to(device=self.device, dtype=_DTYPES[compute_type])
         model.eval()
         if self.cpu_kernels == "tuned":
-            tune_for_cpu(model)
+            tune_for_cpu(model, chunk_samples=self._chunk)
         if self.config.compile:  # inductor fuses on its own; it would recompile the tuned encoder's loop per length
             return cast(torch.nn.Module, torch.compile(model, dynamic=True))  # an OptimizedModule
         return model
