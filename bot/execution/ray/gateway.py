@@ -45,10 +45,10 @@ class Gateway:
         """The models a request's `model` may name (OpenAI's list), each saying whether it detects languages."""
         try:
             self._check_token(request)
+            if self._detectors is None:
+                self._detectors = await relay.answer(self._transcriber.language_detectors.remote())
         except ApiError as error:
             return relay.refuse(request, error)
-        if self._detectors is None:
-            self._detectors = await self._transcriber.language_detectors.remote()
         return JSONResponse(openai_api.model_list(self._models, self._detectors))
 
     @api.get("/v1/voicebot/stats")
@@ -56,9 +56,9 @@ class Gateway:
         """One replica's counters (after the job it is running, if any)."""
         try:
             self._check_token(request)
+            return JSONResponse(await relay.answer(self._transcriber.stats.remote()))
         except ApiError as error:
             return relay.refuse(request, error)
-        return JSONResponse(await self._transcriber.stats.remote())
 
     @api.post("/v1/audio/transcriptions")
     async def transcriptions(self, request: Request) -> Response:
@@ -77,8 +77,7 @@ class Gateway:
         except BackPressureError:  # Serve's queue for the replicas is full
             return relay.refuse(request, openai_api.busy(relay.BUSY_RETRY_AFTER))
         except relay.ReplicaLost:
-            return relay.refuse(request, ApiError(503, "The model replica was lost; please retry.", "worker_lost",
-                                             type="server_error", headers={"Retry-After": "1"}))
+            return relay.refuse(request, relay.lost())
         except ApiError as error:
             return relay.refuse(request, error)
 

@@ -6,12 +6,13 @@ class by value, and names it reaches through an imported module always resolve i
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
-from ray.serve.handle import DeploymentResponseGenerator
+from ray.serve.handle import DeploymentResponse, DeploymentResponseGenerator
 
 from bot.execution.ray import openai_api
 from bot.execution.ray.config import ReplicaEvent
@@ -26,6 +27,22 @@ PID_HEADER = "x-voicebot-replica-pid"
 
 class ReplicaLost(Exception):
     """The model replica running a job died; the stream is broken off so the client retries."""
+
+
+def lost() -> ApiError:
+    return ApiError(503, "The model replica was lost; please retry.", "worker_lost", type="server_error",
+                    headers={"Retry-After": "1"})
+
+
+async def answer(call: DeploymentResponse) -> Any:
+    """What a replica method returned; busy (503) when Serve's queue is full, `lost` when the replica
+    died: a client asking while every replica is taken gets the same answer as a transcription."""
+    try:
+        return await call
+    except BackPressureError as exc:
+        raise openai_api.busy(BUSY_RETRY_AFTER) from exc
+    except RayActorError as exc:
+        raise lost() from exc
 
 
 async def next_event(replica: DeploymentResponseGenerator) -> ReplicaEvent | None:
