@@ -198,9 +198,10 @@ def _blocked_feature_encoder(encoder: Any, fused_gelu: tuple[bool, ...], roundin
         for first in range(0, frames, block):
             last = min(first + block, frames)
             run = min(block, rounding(last - first)) if rounding is not None else last - first
-            span = samples[:, first * hop : first * hop + (run - 1) * hop + field]
-            if span.shape[1] < (run - 1) * hop + field:
-                span = F.pad(span, (0, (run - 1) * hop + field - span.shape[1]))
+            needed = (run - 1) * hop + field  # samples under `run` output frames
+            span = samples[:, first * hop : first * hop + needed]
+            if span.shape[1] < needed:
+                span = F.pad(span, (0, needed - span.shape[1]))
             hidden = span[:, :, None]
             for layer, (weight, bias), norm, fused in zip(layers, weights, norms, fused_gelu, strict=True):
                 hidden = _conv1d_time_major(layer.conv, weight, bias, hidden, activation="gelu" if fused else "none")
