@@ -227,7 +227,7 @@ def _fusable_gelus(encoder: Any) -> tuple[bool, ...]:
     """Per encoder layer: does an exact GELU follow its convolution with nothing between (no
     norm over channels), and can oneDNN fuse it here? Layer 0's group norm folds into its
     convolution, so it does not stand between."""
-    fusable = _fused_gelu_available()
+    fusable = _fused_gelu_available(next(encoder.parameters()).dtype)
     return tuple(fusable and _channel_norm(layer) is None and _is_exact_gelu(layer.activation)
                  for layer in encoder.conv_layers)
 
@@ -244,15 +244,17 @@ def _is_exact_gelu(activation: Callable[[torch.Tensor], torch.Tensor]) -> bool:
 
 
 @cache
-def _fused_gelu_available() -> bool:
-    """oneDNN's convolution with a GELU post-op, on channels-last input as the encoder gives it."""
+def _fused_gelu_available(dtype: torch.dtype) -> bool:
+    """oneDNN's convolution with a GELU post-op in `dtype`, on channels-last input as the encoder
+    gives it. In bfloat16 oneDNN refuses CPUs without AVX512-BW/VL/DQ or AVX-NE-CONVERT (an
+    AVX2-only one), where the plain convolution still runs (emulated) and the GELU runs after it."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        probe = torch.ones(1, 3, 1, 4).contiguous(memory_format=torch.channels_last)
-        weight = torch.ones(2, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        probe = torch.ones(1, 3, 1, 4, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        weight = torch.ones(2, 3, 1, 2, dtype=dtype).contiguous(memory_format=torch.channels_last)
         out = torch.ops.mkldnn._convolution_pointwise(probe, weight, None, [0, 0], [1, 1], [1, 1], 1, "gelu", [], "none")
-        return bool(torch.allclose(out, F.gelu(torch.full((1, 2, 1, 3), 6.0))))
+        return bool(torch.allclose(out.float(), F.gelu(torch.full((1, 2, 1, 3), 6.0))))
     except (AttributeError, RuntimeError):
         return False
 
