@@ -57,10 +57,12 @@ $(VENV)/.cluster: $(VENV)/.installed
 	$(BIN)/pip install -q --no-deps $(WHISPER)
 	touch $@ $(VENV)/.test
 
-# The lint first, then the suite.
+# The lint first, then the suite, in two pytest-xdist workers: most of an end-to-end test's time is a
+# process starting or waiting, so two at once take ~3/4 of the serial time even on two cores. The tests
+# that run a Ray cluster are one group (`tests/ray_cluster.py`), run by one worker in their order.
 test: setup $(VENV)/.cluster
 	$(LINT)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: setup $(VENV)/.test
 	$(BIN)/python -m bench

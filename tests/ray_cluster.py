@@ -98,8 +98,18 @@ def asr_server(ray_serve: RayServe) -> str:
     return ray_serve.deploy("voicebot")
 
 
+#: The xdist group (`make test` runs `pytest -n 2 --dist loadgroup`) of every test that runs a Ray cluster:
+#: one worker runs them all, so the session's shared instance starts once and no two clusters share the cores.
+RAY_GROUP = "ray"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests on the shared cluster run last, in their order: once started it stays up to the end of
     the session, and even idle (controller, proxy, replicas) it takes about a fifth of a core from
-    every test after it."""
+    every test after it. Under xdist they are one group, which its scheduler hands out first (the
+    largest), to one worker."""
     items.sort(key=lambda item: "ray_serve" in getattr(item, "fixturenames", ()))
+    for item in items:
+        if "ray_serve" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(RAY_GROUP))

@@ -19,9 +19,10 @@ import pytest
 from bot.asr.recognizer import Recognizer
 from tests.conftest import REPO, engine_text
 from tests.media import looped
+from tests.ray_cluster import RAY_GROUP
 
 pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(RAY_GROUP)]
 
 #: The one kind of listener Ray Serve 2.60 puts on every interface, whatever the node's IP: each
 #: replica's inter-deployment gRPC server (`ray/serve/_private/replica.py` binds "[::]:0").

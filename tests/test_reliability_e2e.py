@@ -12,13 +12,15 @@ import asyncio
 import contextlib
 import random
 import re
+import shutil
 import signal
 import socket
 import sqlite3
 import struct
+import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -182,15 +184,22 @@ def metric(port: int, name: str) -> float:
 # --- hostile input ----------------------------------------------------------------------------
 
 
+@pytest.fixture
+def bot_tmp() -> Iterator[Path]:
+    """A TMPDIR of the bot's own, short: the worker forkserver's socket lives under it, and an AF_UNIX
+    path must fit 107 bytes (pytest's tmp_path under xdist, one folder deeper, does not)."""
+    path = Path(tempfile.mkdtemp(prefix="bot-tmp-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 async def test_hostile_files_each_get_a_clear_reply_and_leave_no_temp_files(
     telegram: FakeTelegram, start_bot: Callable[..., BotProcess], media: dict[str, Path], speech_ogg: Path,
-    recognizer: Recognizer, tmp_path: Path,
+    recognizer: Recognizer, bot_tmp: Path,
 ) -> None:
     # Expected texts first: computing them blocks the event loop the fake server runs on.
     partial, surround, normal_text = (engine_text(recognizer, path)
                                       for path in (media["truncated"], media["surround"], speech_ogg))
-    bot_tmp = tmp_path / "bot-tmp"
-    bot_tmp.mkdir()
     bot = start_bot(TMPDIR=str(bot_tmp), MAX_AUDIO_SECONDS="600", ASR_WORKERS="2")
     await wait_ready(telegram, bot)
     listener = socket.create_server(("127.0.0.1", 0))
