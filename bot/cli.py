@@ -98,14 +98,14 @@ def _run(settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_CONFIG
-    if settings.asr_backend == "local":  # a cluster backend runs no model here
-        from bot.execution.local.forkserver import start_forkserver
-
-        start_forkserver()  # the workers' imports, on another core while this process imports the bot
-    with collector_paused():
-        from bot.app import run_bot
-
     try:
+        if settings.asr_backend == "local":  # a cluster backend runs no model here
+            from bot.execution.local.forkserver import start_forkserver
+
+            start_forkserver()  # the workers' imports, on another core while this process imports the bot
+        with collector_paused():
+            from bot.app import run_bot
+
         run_bot(settings)
     except VoiceBotError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -72,6 +72,10 @@ class ModelLoadError(VoiceBotError):
     """The configured ASR_MODEL could not be loaded."""
 
 
+class WorkerStartError(VoiceBotError):
+    """The model worker processes cannot be started as this machine is set up: a start-up error."""
+
+
 class ExecutorOverloadedError(VoiceBotError):
     """The job queue is full."""
 

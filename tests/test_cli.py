@@ -85,6 +85,15 @@ def test_configuration_errors_are_one_line(tiny_model: Path, speech_ogg: Path, t
         "TELEGRAM_BOT_TOKEN is not set: put the token from @BotFather in .env (see .env.example)."
     ]
 
+    long_tmp = tmp_path / ("t" * 100)
+    long_tmp.mkdir()
+    socket_too_long = run_cli("run", model=tiny_model, TELEGRAM_BOT_TOKEN="123:abc", TMPDIR=str(long_tmp))
+    assert socket_too_long.returncode == 2
+    assert socket_too_long.stderr.strip().splitlines() == [
+        f"error: the temporary directory {long_tmp} is too long for the model workers' socket (a Unix socket path"
+        " fits 107 bytes, and it needs 32 more): set TMPDIR to a shorter directory"
+    ]
+
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()
     (empty_bin / "python").symlink_to(sys.executable)
