@@ -109,7 +109,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     the session, and even idle (controller, proxy, replicas) it takes about a fifth of a core from
     every test after it. Under xdist they are one group, which its scheduler hands out first (the
     largest), to one worker."""
-    items.sort(key=lambda item: "ray_serve" in getattr(item, "fixturenames", ()))
+    items.sort(key=_on_shared_cluster)
     for item in items:
-        if "ray_serve" in getattr(item, "fixturenames", ()):
+        if _on_shared_cluster(item):
             item.add_marker(pytest.mark.xdist_group(RAY_GROUP))
+
+
+def _on_shared_cluster(item: pytest.Item) -> bool:
+    return "ray_serve" in getattr(item, "fixturenames", ())
