@@ -8,7 +8,9 @@ normalised over time) and "layer" (wav2vec2-large / XLS-R, every frame normalise
 
 from __future__ import annotations
 
+import ast
 import copy
+import math
 from collections.abc import Callable
 from functools import partial
 
@@ -23,10 +25,12 @@ from bot.asr.ctc.cpu_kernels import (
     SHAPE_BUCKET,
     LengthRounding,
     _blocked_feature_encoder,
+    _conv1d_as_matrix_product,
     _conv1d_channels_last,
     _folded_first_layer,
     _fusable_gelus,
     _onednn_linear,
+    _packed_product_weight,
     block_frames,
     receptive_field,
     tune_for_cpu,
@@ -131,6 +135,24 @@ def test_gelu_fuses_only_where_it_follows_the_convolution() -> None:
     assert _fusable_gelus(tanh) == (True,) * 3 + (False,) + (True,) * 3
 
 
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bfloat16 here")
+@pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (2, 2), (4, 1)])
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+def test_convolution_as_one_matrix_product(kernel: int, stride: int, activation: str) -> None:
+    """The encoder's convolutions as one product over the input's overlapping frames (bfloat16): the
+    same output as the convolution, up to bfloat16's rounding of a sum in another order."""
+    torch.manual_seed(kernel * 10 + stride)
+    conv = nn.Conv1d(48, 40, kernel, stride=stride, bias=True).to(torch.bfloat16)
+    hidden = torch.randn(1, 101, 48, dtype=torch.bfloat16)  # time-major, as the blocked encoder holds it
+    with torch.inference_mode():
+        expected = conv(hidden.transpose(1, 2)).transpose(1, 2).float()
+        if activation == "gelu":
+            expected = torch.nn.functional.gelu(expected)
+        out = _conv1d_as_matrix_product(conv, _packed_product_weight(conv), hidden, activation=activation)
+    assert out.shape == expected.shape == (1, (101 - kernel) // stride + 1, 40)
+    torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
+
+
 def test_input_shorter_than_one_frame_fails_like_stock() -> None:
     stock, tuned = _model_pair("group")
     audio = _speechlike(1, 300, seed=3)
@@ -178,9 +200,11 @@ def test_tuned_bfloat16_is_as_close_to_float32_as_stock_bfloat16() -> None:
     stock_bf16 = copy.deepcopy(stock).to(torch.bfloat16)
     tuned_bf16 = copy.deepcopy(stock_bf16)
     installed = tune_for_cpu(tuned_bf16)
-    assert installed[0] == "blocked feature encoder"
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        assert "oneDNN linear, packed bfloat16 weights" in installed
+        assert installed[:2] == ["blocked feature encoder, convolutions as matrix products",
+                                 "oneDNN linear, packed bfloat16 weights"]
+    else:
+        assert installed[0] == "blocked feature encoder"
     audio = _speechlike(2, LENGTHS[-1], seed=11)
     with torch.inference_mode():
         exact = stock(audio).logits
@@ -214,8 +238,8 @@ def test_each_rounded_forward_equals_the_unrounded_one(dtype: torch.dtype) -> No
     same = partial(torch.testing.assert_close, **({"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32
                                                    else {"rtol": 1e-2, "atol": 1e-2}))
     with torch.inference_mode():
-        features = _blocked_feature_encoder(encoder, fused, rounding, audio)
-        same(features, _blocked_feature_encoder(encoder, fused, None, audio))
+        features = _blocked_feature_encoder(encoder, fused, rounding, None, audio)
+        same(features, _blocked_feature_encoder(encoder, fused, None, None, audio))
         hidden = features.transpose(1, 2) @ torch.randn(64, 64, dtype=dtype)  # 1 × frames × 64, not a bucket multiple
         assert hidden.shape[1] % SHAPE_BUCKET
         linear = model.wav2vec2.encoder.layers[0].feed_forward.intermediate_dense
@@ -236,6 +260,12 @@ def _kernel_shapes(model: nn.Module, audio: torch.Tensor) -> set[tuple[str, str]
             if event.key.startswith(("mkldnn::", "aten::mkldnn_convolution"))}
 
 
+def _rows_and_depth(shapes: str) -> tuple[int, int]:
+    """(rows, depth) of the first input in a profiler's input-shapes string."""
+    first = ast.literal_eval(shapes)[0]
+    return math.prod(first[:-1]), first[-1]
+
+
 @pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bfloat16 here")
 def test_bfloat16_lengths_in_one_bucket_run_the_same_kernel_shapes() -> None:
     """Voice notes come in every length: in bfloat16, two lengths in one bucket meet the same oneDNN
@@ -244,11 +274,12 @@ def test_bfloat16_lengths_in_one_bucket_run_the_same_kernel_shapes() -> None:
     chunk = 320 * 150 + 80  # 150 frames
     tuned = copy.deepcopy(stock).to(torch.bfloat16)
     tune_for_cpu(tuned, chunk_samples=chunk)
-    first, second = (_speechlike(1, 320 * frames + 80, seed=frames).bfloat16()
-                     for frames in (3 * SHAPE_BUCKET + 2, 3 * SHAPE_BUCKET + 29))
-    linears = {shape for kind, shape in _kernel_shapes(tuned, first) if "linear" in kind}
-    assert linears and all(f"[1, {4 * SHAPE_BUCKET}," in shape or f"[{4 * SHAPE_BUCKET}," in shape
-                           for shape in linears), linears
+    lengths = (3 * SHAPE_BUCKET + 2, 3 * SHAPE_BUCKET + 29)
+    first, second = (_speechlike(1, 320 * frames + 80, seed=frames).bfloat16() for frames in lengths)
+    # (rows, depth) of each linear kernel: the transformer's (depth 64, the hidden size) run at the
+    # bucket, never at a length itself; the encoder's products follow its rounded blocks.
+    linears = {_rows_and_depth(shape) for kind, shape in _kernel_shapes(tuned, first) if "linear" in kind}
+    assert (4 * SHAPE_BUCKET, 64) in linears and not linears & {(frames, 64) for frames in lengths}, linears
     assert _kernel_shapes(tuned, first) == _kernel_shapes(tuned, second)
     assert any("[1, 150," in shape for _, shape in _kernel_shapes(tuned, _speechlike(1, chunk, seed=1).bfloat16()))
 
