@@ -26,6 +26,7 @@ from bot.asr.postprocess import postprocessor
 from bot.asr.recognizer import RecognizerConfig
 from bot.asr.types import Progress, TextOptions, TimedText, Transcription, TranscriptionOptions
 from bot.errors import JobCancelledError, ModelLoadError
+from bot.ops.heap import keep_freed_memory
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -75,6 +76,7 @@ class CTCRecognizer:
             model = model.to(device=self.device, dtype=_DTYPES[compute_type])
         model.eval()
         if self.cpu_kernels == "tuned":
+            keep_freed_memory()
             tune_for_cpu(model, chunk_samples=self._chunk)
         if self.config.compile:  # inductor fuses on its own; it would recompile the tuned encoder's loop per length
             return cast(torch.nn.Module, torch.compile(model, dynamic=True))  # an OptimizedModule
