@@ -29,6 +29,7 @@ from bot.asr.ctc.cpu_kernels import (
     _conv1d_channels_last,
     _folded_first_layer,
     _fusable_gelus,
+    _matrix_product_weights,
     _onednn_linear,
     _packed_product_weight,
     block_frames,
@@ -224,8 +225,8 @@ def test_length_rounding() -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_each_rounded_forward_equals_the_unrounded_one(dtype: torch.dtype) -> None:
     """Rounding a length up adds zero rows, or zero samples past the end, and drops their results:
-    the linear layers, the positional convolution and the feature encoder give what they give at
-    the length itself."""
+    the linear layers, the positional convolution and the feature encoder (in bfloat16 with its
+    convolutions as matrix products) give what they give at the length itself."""
     if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         pytest.skip("no native bfloat16 here")
     stock, _ = _model_pair("group")
@@ -238,8 +239,9 @@ def test_each_rounded_forward_equals_the_unrounded_one(dtype: torch.dtype) -> No
     same = partial(torch.testing.assert_close, **({"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32
                                                    else {"rtol": 1e-2, "atol": 1e-2}))
     with torch.inference_mode():
-        features = _blocked_feature_encoder(encoder, fused, rounding, None, audio)
-        same(features, _blocked_feature_encoder(encoder, fused, None, None, audio))
+        products = _matrix_product_weights(encoder) if dtype == torch.bfloat16 else None  # as tune_for_cpu does
+        features = _blocked_feature_encoder(encoder, fused, rounding, products, audio)
+        same(features, _blocked_feature_encoder(encoder, fused, None, products, audio))
         hidden = features.transpose(1, 2) @ torch.randn(64, 64, dtype=dtype)  # 1 × frames × 64, not a bucket multiple
         assert hidden.shape[1] % SHAPE_BUCKET
         linear = model.wav2vec2.encoder.layers[0].feed_forward.intermediate_dense
