@@ -239,7 +239,7 @@ def test_each_rounded_forward_equals_the_unrounded_one(dtype: torch.dtype) -> No
     same = partial(torch.testing.assert_close, **({"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32
                                                    else {"rtol": 1e-2, "atol": 1e-2}))
     with torch.inference_mode():
-        products = _matrix_product_weights(encoder) if dtype == torch.bfloat16 else None  # as tune_for_cpu does
+        products = _matrix_product_weights(encoder, packed=dtype == torch.bfloat16)  # as tune_for_cpu does
         features = _blocked_feature_encoder(encoder, fused, rounding, products, audio)
         same(features, _blocked_feature_encoder(encoder, fused, None, products, audio))
         hidden = features.transpose(1, 2) @ torch.randn(64, 64, dtype=dtype)  # 1 × frames × 64, not a bucket multiple

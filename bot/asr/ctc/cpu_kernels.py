@@ -98,8 +98,9 @@ def tune_for_cpu(model: nn.Module, *, chunk_samples: int | None = None) -> list[
     base = getattr(model, "base_model", model)
     encoder = getattr(base, "feature_extractor", None)
     blockable = encoder is not None and _blockable(encoder, model.config)
+    bfloat16 = next(model.parameters()).dtype == torch.bfloat16
     rounding = None
-    if next(model.parameters()).dtype == torch.bfloat16:
+    if bfloat16:
         steady = None
         if blockable and chunk_samples is not None:
             field, hop = _encoder_field(encoder)
@@ -107,9 +108,10 @@ def tune_for_cpu(model: nn.Module, *, chunk_samples: int | None = None) -> list[
         rounding = LengthRounding(steady)
     packed_bf16 = _packed_bf16_linear_available()
     if blockable:
-        products = _matrix_product_weights(encoder) if rounding is not None and packed_bf16 else None
+        products = _matrix_product_weights(encoder, packed=bfloat16 and packed_bf16)
         _install(encoder, partial(_blocked_feature_encoder, encoder, _fusable_gelus(encoder), rounding, products))
-        installed.append("blocked feature encoder" + (", convolutions as matrix products" if products else ""))
+        installed.append("blocked feature encoder"
+                         + (", convolutions as matrix products" if any(p is not None for p in products) else ""))
     linears = [module for module in model.modules() if type(module) is nn.Linear]
     fp32 = [module for module in linears if module.weight.dtype == torch.float32]
     if fp32 and _onednn_linear_available():
@@ -173,14 +175,13 @@ def _blockable(encoder: nn.Module, config: object) -> bool:
 
 
 def _blocked_feature_encoder(encoder: Any, fused_gelu: tuple[bool, ...], rounding: LengthRounding | None,
-                             products: tuple[torch.Tensor | None, ...] | None,
-                             input_values: torch.Tensor) -> torch.Tensor:
+                             products: tuple[torch.Tensor | None, ...], input_values: torch.Tensor) -> torch.Tensor:
     """The encoder's (batch, channels, frames) output, computed a block of frames at a time.
 
     Hidden states stay time-major, (batch, frames, channels), from layer 0 to the output:
     each convolution runs as oneDNN's channels-last kernel, whose input and output are
-    exactly that layout, so no layer converts its input or output, or, where `products`
-    holds a packed weight for it, as one matrix product (`_conv1d_as_matrix_product`). Each input of the batch
+    exactly that layout, so no layer converts its input or output, or, where `products` (per
+    layer) holds a packed weight for it, as one matrix product (`_conv1d_as_matrix_product`). Each input of the batch
     runs alone: its own layer-0 group norm folds into its own layer-0 weights, and a GELU
     straight after a convolution (`fused_gelu`, per layer) runs inside it as a oneDNN
     post-op, so neither makes one more pass over the largest tensors of the forward. With
@@ -193,7 +194,8 @@ def _blocked_feature_encoder(encoder: Any, fused_gelu: tuple[bool, ...], roundin
     if frames < 1:
         return encoder.__class__.forward(encoder, input_values)  # the stock error for too-short input
     group_norm = isinstance(getattr(layers[0], "layer_norm", None), nn.GroupNorm)
-    weights = [(_channels_last_weight(layer.conv), layer.conv.bias) for layer in layers]
+    weights = [None if product is not None else (_channels_last_weight(layer.conv), layer.conv.bias)
+               for layer, product in zip(layers, products, strict=True)]
     norms = [_channel_norm(layer) for layer in layers]  # layer 0's group norm is not one: it folds
     block = block_frames(layers[0].conv, hop, audio.element_size())
     out = torch.empty(audio.shape[0], frames, layers[-1].conv.out_channels, dtype=audio.dtype, device=audio.device)
@@ -209,14 +211,13 @@ def _blocked_feature_encoder(encoder: Any, fused_gelu: tuple[bool, ...], roundin
             if span.shape[1] < needed:
                 span = F.pad(span, (0, needed - span.shape[1]))
             hidden = span[:, :, None]
-            for index, (layer, (weight, bias), norm, fused) in enumerate(zip(layers, weights, norms, fused_gelu,
-                                                                              strict=True)):
+            for layer, weight, product, norm, fused in zip(layers, weights, products, norms, fused_gelu, strict=True):
                 activation = "gelu" if fused else "none"
-                product = products[index] if products is not None else None
                 if product is not None:
                     hidden = _conv1d_as_matrix_product(layer.conv, product, hidden, activation=activation)
                 else:
-                    hidden = _conv1d_time_major(layer.conv, weight, bias, hidden, activation=activation)
+                    assert weight is not None  # a layer without a product keeps its convolution's weight
+                    hidden = _conv1d_time_major(layer.conv, *weight, hidden, activation=activation)
                 if norm is not None:
                     hidden = norm(hidden)  # over channels: the last dimension here
                 if not fused:
@@ -271,12 +272,12 @@ def _fused_gelu_available(dtype: torch.dtype) -> bool:
         return False
 
 
-def _matrix_product_weights(encoder: Any) -> tuple[torch.Tensor | None, ...] | None:
+def _matrix_product_weights(encoder: Any, *, packed: bool = True) -> tuple[torch.Tensor | None, ...]:
     """Per encoder layer, its weight packed for `_conv1d_as_matrix_product`, or None where the layer
-    stays a convolution (layer 0, whose single input channel leaves a product of depth 10)."""
-    products = tuple(_packed_product_weight(layer.conv) if layer.conv.in_channels > 1 and layer.conv.groups == 1
-                     else None for layer in encoder.conv_layers)
-    return products if any(product is not None for product in products) else None
+    stays a convolution: every layer unless `packed` (bfloat16 weights oneDNN can pack), and layer
+    0 always, whose single input channel leaves a product of depth 10."""
+    return tuple(_packed_product_weight(layer.conv) if packed and layer.conv.in_channels > 1 and layer.conv.groups == 1
+                 else None for layer in encoder.conv_layers)
 
 
 def _packed_product_weight(conv: nn.Conv1d) -> torch.Tensor:
