@@ -106,9 +106,9 @@ def tune_for_cpu(model: nn.Module, *, chunk_samples: int | None = None) -> list[
             field, hop = _encoder_field(encoder)
             steady = max(1, (chunk_samples - field) // hop + 1)
         rounding = LengthRounding(steady)
-    packed_bf16 = _packed_bf16_linear_available()
+    packed_bf16 = bfloat16 and _packed_bf16_linear_available()  # a probe: only where there is bfloat16 to pack
     if blockable:
-        products = _matrix_product_weights(encoder, packed=bfloat16 and packed_bf16)
+        products = _matrix_product_weights(encoder, packed=packed_bf16)
         _install(encoder, partial(_blocked_feature_encoder, encoder, _fusable_gelus(encoder), rounding, products))
         installed.append("blocked feature encoder"
                          + (", convolutions as matrix products" if any(p is not None for p in products) else ""))
@@ -181,11 +181,12 @@ def _blocked_feature_encoder(encoder: Any, fused_gelu: tuple[bool, ...], roundin
     Hidden states stay time-major, (batch, frames, channels), from layer 0 to the output:
     each convolution runs as oneDNN's channels-last kernel, whose input and output are
     exactly that layout, so no layer converts its input or output, or, where `products` (per
-    layer) holds a packed weight for it, as one matrix product (`_conv1d_as_matrix_product`). Each input of the batch
-    runs alone: its own layer-0 group norm folds into its own layer-0 weights, and a GELU
-    straight after a convolution (`fused_gelu`, per layer) runs inside it as a oneDNN
-    post-op, so neither makes one more pass over the largest tensors of the forward. With
-    `rounding`, a last block shorter than the others runs at a rounded length, on zeros past the end.
+    layer) holds a packed weight for it, as one matrix product (`_conv1d_as_matrix_product`).
+    Each input of the batch runs alone: its own layer-0 group norm folds into its own layer-0
+    weights, and a GELU straight after a convolution (`fused_gelu`, per layer) runs inside it
+    as a oneDNN post-op, so neither makes one more pass over the largest tensors of the
+    forward. With `rounding`, a last block shorter than the others runs at a rounded length,
+    on zeros past the end.
     """
     layers = encoder.conv_layers
     field, hop = _encoder_field(encoder)
@@ -272,7 +273,7 @@ def _fused_gelu_available(dtype: torch.dtype) -> bool:
         return False
 
 
-def _matrix_product_weights(encoder: Any, *, packed: bool = True) -> tuple[torch.Tensor | None, ...]:
+def _matrix_product_weights(encoder: Any, *, packed: bool) -> tuple[torch.Tensor | None, ...]:
     """Per encoder layer, its weight packed for `_conv1d_as_matrix_product`, or None where the layer
     stays a convolution: every layer unless `packed` (bfloat16 weights oneDNN can pack), and layer
     0 always, whose single input channel leaves a product of depth 10."""
