@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +60,10 @@ class Endpoint:
     health_checks: int = 0
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
-    #: The answer to GET /v1/models (None: HTTP 500).
+    #: The answer to GET /v1/models (None: HTTP 500), after `models_busy` answers of 503.
     models: Any = field(default_factory=lambda: openai_api.model_list(("tiny",), ()))
+    models_busy: int = 0
+    model_reads: int = 0
 
     async def transcriptions(self, request: web.Request) -> web.StreamResponse:
         if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -88,6 +91,9 @@ class Endpoint:
     async def model_list(self, request: web.Request) -> web.Response:
         if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return error_response(401, "unauthorized", "a wrong or missing bearer token")
+        self.model_reads += 1
+        if self.model_reads <= self.models_busy:
+            return error_response(503, "busy", "every replica is busy")
         return web.json_response(self.models) if self.models is not None else web.Response(status=500)
 
 
@@ -449,6 +455,24 @@ async def test_the_models_that_detect_languages_are_read_from_v1_models_before_r
     scheduler = await scheduler_for(broken.url)  # ready all the same: only /language's wording depends on it
     assert scheduler.ready_workers == 1 and scheduler.language_detectors == frozenset()
     assert f"could not read {broken.url}/v1/models" in caplog.text
+
+
+async def test_a_model_list_the_cluster_cannot_give_yet_is_read_again_until_it_answers(
+    endpoint_at: Callable[..., Awaitable[Endpoint]], scheduler_for: Callable[..., Awaitable[Scheduler]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.execution.remote.backend")
+    endpoint = await endpoint_at(models=openai_api.model_list(("tiny", "whisper"), {"whisper"}), models_busy=2)
+
+    scheduler = await scheduler_for(endpoint.url)
+    assert scheduler.ready_workers == 1 and scheduler.language_detectors == frozenset()  # ready at once
+
+    learnt = f"read {endpoint.url}/v1/models: language detection by whisper"
+    async with asyncio.timeout(10):
+        while learnt not in caplog.text:
+            await asyncio.sleep(0.05)
+    assert scheduler.language_detectors == {"whisper"} and endpoint.model_reads == 3
+    assert caplog.text.count(f"could not read {endpoint.url}/v1/models") == 1  # the same problem, said once
 
 
 async def test_an_unreachable_server_breaks_the_transcriber_at_start(

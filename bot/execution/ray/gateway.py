@@ -3,10 +3,13 @@
 A light deployment (no model, no CPU reserved) that checks the token and the form, reads
 the upload under MAX_FILE_MB, and passes the bytes to a model replica through Serve's
 handle, so Serve's router does the queueing and the backpressure (`max_queued_requests`
-full -> 503). `/healthz` never waits for a model. Every refused request is answered with an
-OpenAI-style JSON error and logged in one line; nothing a client sends can take it down.
+full -> 503). `/healthz` never waits for a model. Which models detect languages is asked of
+the replicas once, from start-up on, so `/v1/models` can answer it while they are all busy.
+Every refused request is answered with an OpenAI-style JSON error and logged in one line;
+nothing a client sends can take it down.
 """
 
+import asyncio
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -21,6 +24,9 @@ from bot.execution.ray.openai_api import ApiError, TranscriptionForm
 
 #: Multipart framing around the file: what a request may carry beyond MAX_FILE_MB.
 FORM_OVERHEAD = 64 * 1024
+#: How long `/v1/models` waits for the replicas' first answer (a replica still loading) before it
+#: answers busy.
+MODELS_WAIT_SECONDS = 3.0
 
 api = FastAPI(title="voicebot transcription", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -33,8 +39,9 @@ class Gateway:
         self._config = config
         #: What requests may name, the `*` model (the default) first.
         self._models = config.engine.models or (config.engine.model,)
-        #: Which of them detect languages, as the first replica asked said (every replica runs the same).
-        self._detectors: frozenset[str] | None = None
+        #: Which of them detect languages, as the first replica to answer said (every replica runs the
+        #: same). Serve runs this constructor on the deployment's event loop.
+        self._detectors = asyncio.get_running_loop().create_task(self._learn_detectors())
 
     @api.get("/healthz")
     async def healthz(self) -> PlainTextResponse:
@@ -45,11 +52,12 @@ class Gateway:
         """The models a request's `model` may name (OpenAI's list), each saying whether it detects languages."""
         try:
             self._check_token(request)
-            if self._detectors is None:
-                self._detectors = await relay.answer(self._transcriber.language_detectors.remote())
+            detectors = await asyncio.wait_for(asyncio.shield(self._detectors), MODELS_WAIT_SECONDS)
+        except TimeoutError:  # no replica has answered yet
+            return relay.refuse(request, openai_api.busy(relay.BUSY_RETRY_AFTER))
         except ApiError as error:
             return relay.refuse(request, error)
-        return JSONResponse(openai_api.model_list(self._models, self._detectors))
+        return JSONResponse(openai_api.model_list(self._models, detectors))
 
     @api.get("/v1/voicebot/stats")
     async def stats(self, request: Request) -> Response:
@@ -80,6 +88,18 @@ class Gateway:
             return relay.refuse(request, relay.lost())
         except ApiError as error:
             return relay.refuse(request, error)
+
+    async def _learn_detectors(self) -> frozenset[str]:
+        """The replicas' language detectors, asked again after a pause while every replica is busy or lost."""
+        while True:
+            try:
+                detectors: frozenset[str] = await relay.answer(self._transcriber.language_detectors.remote())
+                return detectors
+            except ApiError as error:  # busy or lost: the next replica free may answer
+                relay.log.info("language detectors not known yet (%s); asking again", error.message)
+            except Exception:  # noqa: BLE001 - a failed replica must not leave /v1/models without an answer
+                relay.log.exception("a replica failed to name its language detectors; asking again")
+            await asyncio.sleep(relay.BUSY_RETRY_AFTER)
 
     def _check_token(self, request: Request) -> None:
         """An `ApiError` (401) unless the request carries ASR_API_KEY as its bearer token, when one is set."""

@@ -19,7 +19,8 @@ before its loss is reported, so it can never report a result afterwards. A slot 
 once the server's /healthz answers: at the first start within `start_timeout` (else it is a
 worker that could not start), after a loss however long the cluster takes to come back.
 Before it reports ready it reads /v1/models for the models that detect languages
-(`language_detectors`). Needs neither torch nor Ray.
+(`language_detectors`), and goes on reading it in the background until it answers.
+Needs neither torch nor Ray.
 """
 
 from __future__ import annotations
@@ -105,8 +106,10 @@ class HttpBackend:
         self._closing = False
         #: The replica that answered each slot's latest attempt (its `x-voicebot-replica-pid`), for logs.
         self.replica_pids: dict[int, str] = {}
-        #: What the server's /v1/models said last (`_read_language_detectors`).
+        #: What the server's /v1/models said last (`_learn_language_detectors`).
         self.language_detectors: frozenset[str] = frozenset()
+        #: Reads /v1/models again until it answers, after a read that failed.
+        self._detectors_retry: asyncio.Task[None] | None = None
 
     @property
     def workers(self) -> int:
@@ -138,6 +141,8 @@ class HttpBackend:
         """Close every stream (the replicas stop their jobs) and the HTTP session; no events after this."""
         self._closing = True
         tasks = [current.task for current in self._slots.values()]
+        if self._detectors_retry is not None:
+            tasks.append(self._detectors_retry)
         self._slots.clear()
         for task in tasks:
             task.cancel()
@@ -167,7 +172,7 @@ class HttpBackend:
             # (its jobs wait in the bot's queue meanwhile); only a first start can fail.
             problem = await self._health_problem(None if slot in self._ever_ready else self._start_timeout)
             if problem is None:
-                await self._read_language_detectors()
+                await self._learn_language_detectors()
         except asyncio.CancelledError:
             if self._current(slot) is not None:
                 self._slots.pop(slot)
@@ -204,16 +209,42 @@ class HttpBackend:
             delay = min(2 * delay, MAX_BACKOFF_SECONDS)
         return problem
 
-    async def _read_language_detectors(self) -> None:
-        """Update `language_detectors` from /v1/models; on a failure keep what it was, with a log line
-        (only the /language replies depend on it)."""
+    async def _learn_language_detectors(self) -> None:
+        """Update `language_detectors` from /v1/models. After a failure (a cluster whose replicas are
+        still loading, or busy) it is read again in the background until it answers; the slot is ready
+        either way, as only the /language replies depend on it."""
+        problem = await self._read_language_detectors()
+        if problem is None or self._detectors_retry is not None:
+            return
+        log.warning("could not read %s: %s; trying again", self.server_url + MODELS_PATH, problem)
+        self._detectors_retry = asyncio.get_running_loop().create_task(
+            self._reread_language_detectors(problem), name="read-language-detectors")
+
+    async def _reread_language_detectors(self, problem: str) -> None:
+        delay = BACKOFF_SECONDS
+        while True:
+            await asyncio.sleep(delay)
+            latest = await self._read_language_detectors()
+            if latest is None:
+                break
+            if latest != problem:
+                log.warning("could not read %s: %s; trying again", self.server_url + MODELS_PATH, latest)
+                problem = latest
+            delay = min(2 * delay, MAX_BACKOFF_SECONDS)
+        log.info("read %s: language detection by %s", self.server_url + MODELS_PATH,
+                 ", ".join(sorted(self.language_detectors)) or "no model")
+        self._detectors_retry = None
+
+    async def _read_language_detectors(self) -> str | None:
+        """Read /v1/models into `language_detectors`: None, or what went wrong (it keeps what it was)."""
         assert self._session is not None
         try:
             async with self._session.get(self.server_url + MODELS_PATH, timeout=_HEALTH_TIMEOUT) as response:
                 response.raise_for_status()
                 self.language_detectors = language_detectors(await response.json(content_type=None))
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            log.warning("could not read %s: %s", self.server_url + MODELS_PATH, _describe(exc))
+            return _describe(exc)
+        return None
 
     async def _attempt(self, slot: int, attempt: Attempt, request: TranscriptionRequest) -> None:
         """Run one attempt and report how it ended, as the only report of this task."""
