@@ -29,6 +29,7 @@ import asyncio
 import email.utils
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,47 +191,55 @@ class HttpBackend:
 
     async def _health_problem(self, timeout: float | None) -> str | None:
         """None once /healthz answers 200; what went wrong last if it has not within `timeout` (None: no limit)."""
-        assert self._session is not None
         deadline = time.monotonic() + timeout if timeout is not None else float("inf")
+        problem = await self._check_health()
+        if problem is None:
+            return None
+        return await self._until_answered(self._check_health, HEALTH_PATH, "%s is not ready yet: %s", problem,
+                                          deadline)
+
+    async def _check_health(self) -> str | None:
+        """One GET /healthz: None for a 200, else what went wrong."""
+        assert self._session is not None
+        try:
+            async with self._session.get(self.server_url + HEALTH_PATH, timeout=_HEALTH_TIMEOUT) as response:
+                return None if response.status == 200 else f"HTTP {response.status}"
+        except (aiohttp.ClientError, OSError) as exc:
+            return _describe(exc)
+
+    async def _until_answered(self, attempt: Callable[[], Awaitable[str | None]], path: str, message: str,
+                              problem: str, deadline: float = float("inf")) -> str | None:
+        """Call `attempt` (None: answered, else what went wrong) again after pauses that double up to
+        MAX_BACKOFF_SECONDS, until it answers (None) or `deadline` (monotonic) passes (what went wrong
+        last). `problem` is what the call before said; it and each change are logged once, as `message`
+        with the URL of `path` and the problem."""
+        url = self.server_url + path
+        log.warning(message, url, problem)
         delay = BACKOFF_SECONDS
-        problem = last_logged = "no answer"
-        while time.monotonic() < deadline:
-            try:
-                async with self._session.get(self.server_url + HEALTH_PATH, timeout=_HEALTH_TIMEOUT) as response:
-                    if response.status == 200:
-                        return None
-                    problem = f"HTTP {response.status}"
-            except (aiohttp.ClientError, OSError) as exc:
-                problem = _describe(exc)
+        while True:
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            if problem != last_logged:
-                log.warning("%s is not ready yet: %s", self.server_url + HEALTH_PATH, problem)
-                last_logged = problem
+            if time.monotonic() >= deadline:
+                return problem
+            latest = await attempt()
+            if latest is None:
+                return None
+            if latest != problem:
+                log.warning(message, url, latest)
+                problem = latest
             delay = min(2 * delay, MAX_BACKOFF_SECONDS)
-        return problem
 
     async def _learn_language_detectors(self) -> None:
         """Update `language_detectors` from /v1/models. After a failure (a cluster whose replicas are
         still loading, or busy) it is read again in the background until it answers; the slot is ready
         either way, as only the /language replies depend on it."""
         problem = await self._read_language_detectors()
-        if problem is None or self._detectors_retry is not None:
-            return
-        log.warning("could not read %s: %s; trying again", self.server_url + MODELS_PATH, problem)
-        self._detectors_retry = asyncio.get_running_loop().create_task(
-            self._reread_language_detectors(problem), name="read-language-detectors")
+        if problem is not None and self._detectors_retry is None:
+            self._detectors_retry = asyncio.get_running_loop().create_task(
+                self._reread_language_detectors(problem), name="read-language-detectors")
 
     async def _reread_language_detectors(self, problem: str) -> None:
-        delay = BACKOFF_SECONDS
-        while True:
-            await asyncio.sleep(delay)
-            latest = await self._read_language_detectors()
-            if latest is None:
-                break
-            if latest != problem:
-                log.warning("could not read %s: %s; trying again", self.server_url + MODELS_PATH, latest)
-                problem = latest
-            delay = min(2 * delay, MAX_BACKOFF_SECONDS)
+        await self._until_answered(self._read_language_detectors, MODELS_PATH, "could not read %s: %s; trying again",
+                                   problem)
         log.info("read %s: language detection by %s", self.server_url + MODELS_PATH,
                  ", ".join(sorted(self.language_detectors)) or "no model")
         self._detectors_retry = None
