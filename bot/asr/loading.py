@@ -18,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor
-from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
-from transformers.utils import logging as hf_logging
 
 from bot.errors import ModelLoadError
+from bot.ops import import_table
+
+import_table.install()  # before transformers is first imported, which happens here
+
+from transformers import AutoConfig, AutoModelForCTC, AutoModelForSpeechSeq2Seq, AutoProcessor  # noqa: E402
+from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 log = logging.getLogger(__name__)
 

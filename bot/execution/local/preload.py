@@ -20,10 +20,10 @@ signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 #: What every worker imports (torch and transformers come in with them).
 MODULES = (
+    "bot.asr.loading",  # first: it imports transformers, with its import tables read from disk
     "transformers.models.wav2vec2.modeling_wav2vec2",
     "transformers.models.wav2vec2.processing_wav2vec2",
     "bot.asr.ctc.recognizer",
-    "bot.asr.loading",
     "bot.audio.decode",
     "bot.execution.local.worker",
 )
